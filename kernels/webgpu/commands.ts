@@ -1,0 +1,152 @@
+/**
+ * Command batching: dispatches, copies and uploads are recorded into one pending command encoder
+ * and submitted together by `flush`.
+ *
+ * Ordering invariant: `queue.writeBuffer` runs before any later `submit`, including the submit of
+ * commands recorded earlier. So an upload never writes a pooled buffer directly while work is
+ * pending (a released buffer may still be read by a recorded dispatch). It writes into a staging
+ * arena instead and records a copy, which runs in order with the recorded dispatches.
+ */
+
+import type { Grid, Kernel } from "./ops/kernel.ts";
+import type { PipelineCache } from "./pipelines.ts";
+import type { UniformArena } from "./uniforms.ts";
+import { UNIFORM_BINDING_BYTES } from "./uniforms.ts";
+
+/** Bytes of the staging arena for uploads recorded between submits. */
+const UPLOAD_ARENA_BYTES = 4 * 1024 * 1024;
+
+/** A storage binding: a buffer and the bytes of it the kernel may touch. */
+export interface Binding {
+  buffer: GPUBuffer;
+  bytes: number;
+}
+
+export class CommandRecorder {
+  submits = 0;
+  dispatches = 0;
+  #encoder: GPUCommandEncoder | null = null;
+  #pass: GPUComputePassEncoder | null = null;
+  #uploadArena: GPUBuffer | null = null;
+  #uploadUsed = 0;
+
+  constructor(
+    private readonly device: GPUDevice,
+    private readonly uniforms: UniformArena,
+    private readonly pipelines: PipelineCache,
+  ) {}
+
+  /** True when commands are recorded but not yet submitted. */
+  get pending(): boolean {
+    return this.#encoder !== null;
+  }
+
+  dispatch(kernel: Kernel, bindings: readonly Binding[], params: readonly number[], grid: Grid) {
+    if (bindings.length !== kernel.access.length) {
+      throw new Error(
+        `${kernel.label}: kernel binds ${kernel.access.length} storages but got ${bindings.length}`,
+      );
+    }
+    const { pipeline, layout } = this.pipelines.get(kernel);
+    if (this.uniforms.full) this.flush();
+    const offset = this.uniforms.write(kernel.paramTypes, params);
+
+    const entries: GPUBindGroupEntry[] = [
+      { binding: 0, resource: { buffer: this.uniforms.buffer, size: UNIFORM_BINDING_BYTES } },
+    ];
+    bindings.forEach((binding, i) =>
+      entries.push({
+        binding: i + 1,
+        // A zero-size storage still binds 4 bytes, the smallest valid storage binding.
+        resource: { buffer: binding.buffer, size: Math.max(binding.bytes, 4) },
+      })
+    );
+    // TODO: bind groups are created per dispatch; cache them by (pipeline, buffers) if it shows.
+    const bindGroup = this.device.createBindGroup({ layout, entries });
+
+    const pass = this.#computePass();
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, bindGroup, [offset]);
+    pass.dispatchWorkgroups(grid[0], grid[1], grid[2]);
+    this.dispatches++;
+  }
+
+  copy(source: GPUBuffer, destination: GPUBuffer, bytes: number, sourceOffset = 0): void {
+    if (bytes === 0) return;
+    this.#endPass();
+    this.#commandEncoder().copyBufferToBuffer(source, sourceOffset, destination, 0, bytes);
+  }
+
+  clear(buffer: GPUBuffer, bytes: number): void {
+    if (bytes === 0) return;
+    this.#endPass();
+    this.#commandEncoder().clearBuffer(buffer, 0, bytes);
+  }
+
+  /** Writes host bytes into `destination`, ordered after every dispatch recorded so far. */
+  upload(destination: GPUBuffer, data: Float32Array | Int32Array): void {
+    // A whole typed array, so writeBuffer needs no element offsets.
+    const view = data as ArrayBufferView<ArrayBuffer>;
+    const bytes = data.byteLength;
+    if (bytes === 0) return;
+    if (!this.pending) {
+      this.device.queue.writeBuffer(destination, 0, view);
+      return;
+    }
+    if (bytes > UPLOAD_ARENA_BYTES - this.#uploadUsed) {
+      this.flush();
+      this.device.queue.writeBuffer(destination, 0, view);
+      return;
+    }
+
+    this.#uploadArena ??= this.device.createBuffer({
+      label: "moelab upload arena",
+      size: UPLOAD_ARENA_BYTES,
+      usage: GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+    });
+    const offset = this.#uploadUsed;
+    this.device.queue.writeBuffer(this.#uploadArena, offset, view);
+    this.#uploadUsed += Math.ceil(bytes / 4) * 4;
+    this.copy(this.#uploadArena, destination, bytes, offset);
+  }
+
+  /** Writes the uniforms and submits everything recorded since the last flush. */
+  flush(): void {
+    if (!this.#encoder) return;
+    this.#endPass();
+    this.uniforms.upload(this.device.queue);
+    const commands = this.#encoder.finish();
+    this.#encoder = null;
+    this.#uploadUsed = 0;
+    this.device.queue.submit([commands]);
+    this.submits++;
+  }
+
+  /** Records and submits a copy of `bytes` into a mappable buffer, after all pending work. */
+  submitReadback(source: GPUBuffer, staging: GPUBuffer, bytes: number): void {
+    this.copy(source, staging, bytes);
+    this.flush();
+  }
+
+  destroy(): void {
+    this.#endPass();
+    this.#encoder = null;
+    this.#uploadArena?.destroy();
+    this.#uploadArena = null;
+  }
+
+  #commandEncoder(): GPUCommandEncoder {
+    this.#encoder ??= this.device.createCommandEncoder({ label: "moelab batch" });
+    return this.#encoder;
+  }
+
+  #computePass(): GPUComputePassEncoder {
+    this.#pass ??= this.#commandEncoder().beginComputePass();
+    return this.#pass;
+  }
+
+  #endPass(): void {
+    this.#pass?.end();
+    this.#pass = null;
+  }
+}

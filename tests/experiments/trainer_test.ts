@@ -1,0 +1,138 @@
+/** End-to-end runs of the trainer on the CPU backend with a tiny model. */
+
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { createCpuBackend } from "../../kernels/cpu/backend.ts";
+import { DecoderLM } from "../../layers/models/decoder_lm.ts";
+import { AdamW } from "../../optim/adamw.ts";
+import { Rng, Tensor } from "../../tensor/mod.ts";
+import { parseConfig } from "../../experiments/config.ts";
+import { readCsv } from "../../experiments/csv.ts";
+import { train, trainStep } from "../../experiments/trainer.ts";
+
+/** A config small enough to train a few steps in about a second on the CPU backend. */
+export function tinyConfig(outputDir: string, overrides: Record<string, unknown> = {}) {
+  return parseConfig({
+    experiment: "tiny",
+    seed: 3,
+    backend: "cpu",
+    task: { name: "lm", corpus: "moby-dick", seqLen: 8, valFraction: 0.1 },
+    model: { dModel: 16, numLayers: 2, numHeads: 2, dFF: 32 },
+    train: { steps: 4, batchSize: 2, logEvery: 1, evalEvery: 2, evalBatches: 2 },
+    schedule: { warmupSteps: 1 },
+    output: { dir: outputDir },
+    ...overrides,
+  }, "tiny config");
+}
+
+Deno.test("trainer writes csv plot summary", async () => {
+  const outputDir = await Deno.makeTempDir();
+  const backend = createCpuBackend();
+  const { dir, summary } = await train(tinyConfig(outputDir), {
+    backend,
+    configText: "",
+    log: () => {},
+  });
+
+  const rows = await readCsv(join(dir, "metrics.csv"));
+  assert.equal(rows.length, 4);
+  assert.equal(rows[3].step, 4);
+  assert.equal(typeof rows[3].val_loss, "number");
+  assert.equal(rows[0].val_loss, "");
+  const png = await Deno.readFile(join(dir, "plots", "loss.png"));
+  assert.deepEqual([...png.subarray(0, 4)], [0x89, 0x50, 0x4e, 0x47]);
+  const saved = JSON.parse(await Deno.readTextFile(join(dir, "summary.json")));
+  assert.equal(saved.status, "completed");
+  assert.equal(saved.finalMetrics.valLoss, summary.finalMetrics.valLoss);
+  assert.ok(Number.isFinite(saved.finalMetrics.valLoss));
+  assert.equal(backend.liveStorages(), 0);
+});
+
+Deno.test("trainer same seed same metrics", async () => {
+  const outputDir = await Deno.makeTempDir();
+  const losses = [];
+  for (let i = 0; i < 2; i++) {
+    const { dir } = await train(tinyConfig(outputDir), {
+      backend: createCpuBackend(),
+      configText: "",
+      log: () => {},
+    });
+    losses.push((await readCsv(join(dir, "metrics.csv"))).map((r) => r.train_loss));
+  }
+  assert.deepEqual(losses[0], losses[1]);
+});
+
+Deno.test("trainer never reuses a run directory", async () => {
+  const outputDir = await Deno.makeTempDir();
+  const first = await train(tinyConfig(outputDir), {
+    backend: createCpuBackend(),
+    configText: "",
+    log: () => {},
+  });
+  const second = await train(tinyConfig(outputDir), {
+    backend: createCpuBackend(),
+    configText: "",
+    log: () => {},
+  });
+  assert.notEqual(first.dir, second.dir);
+});
+
+Deno.test("trainer stops on NaN loss and keeps rows", async () => {
+  const outputDir = await Deno.makeTempDir();
+  const config = tinyConfig(outputDir, {
+    optimizer: { lr: 1e30, gradClip: 0 },
+    train: { steps: 6, batchSize: 2, logEvery: 1, evalEvery: 100, evalBatches: 1 },
+  });
+  await assert.rejects(
+    train(config, { backend: createCpuBackend(), configText: "", log: () => {} }),
+    /training diverged: train loss is NaN at step \d/,
+  );
+  const [runId] = [...Deno.readDirSync(join(outputDir, "tiny"))].map((e) => e.name);
+  const rows = await readCsv(join(outputDir, "tiny", runId, "metrics.csv"));
+  assert.ok(rows.length >= 1, "rows logged before the NaN are kept");
+  const saved = JSON.parse(await Deno.readTextFile(join(outputDir, "tiny", runId, "summary.json")));
+  assert.equal(saved.status, "failed");
+});
+
+Deno.test("trainStep live storages stay flat", () => {
+  const backend = createCpuBackend();
+  const model = new DecoderLM(backend, new Rng(1), {
+    vocabSize: 256,
+    maxSeqLen: 8,
+    dModel: 16,
+    numLayers: 2,
+    numHeads: 2,
+    dFF: 32,
+    mlp: "swiglu",
+    norm: "layernorm",
+    position: "learned",
+    tieEmbeddings: false,
+    normEps: 1e-5,
+    initStd: 0.02,
+  });
+  const optimizer = new AdamW(model.parameters(), {
+    lr: 1e-3,
+    beta1: 0.9,
+    beta2: 0.95,
+    eps: 1e-8,
+    weightDecay: 0.1,
+  });
+  const rng = new Rng(2);
+  const counts = [];
+  for (let step = 0; step < 4; step++) {
+    const ids = Int32Array.from({ length: 16 }, () => rng.int(256));
+    const batch = {
+      inputs: Tensor.fromArray(backend, ids, [2, 8]),
+      targets: Tensor.fromArray(backend, ids.map((v) => (v + 1) % 256), [2, 8]),
+    };
+    const { loss, normSq } = trainStep(model, optimizer, batch, 1e-3, 1);
+    loss.dispose();
+    normSq.dispose();
+    counts.push(backend.liveStorages());
+  }
+  assert.equal(counts[1], counts[0]);
+  assert.equal(counts[3], counts[0]);
+  optimizer.dispose();
+  model.dispose();
+  assert.equal(backend.liveStorages(), 0);
+});
