@@ -136,3 +136,59 @@ Deno.test("trainStep live storages stay flat", () => {
   model.dispose();
   assert.equal(backend.liveStorages(), 0);
 });
+
+Deno.test({
+  name: "trainStep webgpu matches cpu",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const { createWebGpuBackend } = await import("../../kernels/webgpu/backend.ts");
+    const gpu = await createWebGpuBackend();
+    const losses: number[][] = [];
+    const liveCounts: number[] = [];
+    const buffersCreated: number[] = [];
+    for (const backend of [createCpuBackend(), gpu]) {
+      const model = new DecoderLM(backend, new Rng(5), {
+        vocabSize: 256,
+        maxSeqLen: 13,
+        dModel: 24,
+        numLayers: 2,
+        numHeads: 3,
+        dFF: 40,
+        mlp: "gelu",
+        norm: "rmsnorm",
+        position: "rope",
+        tieEmbeddings: true,
+        normEps: 1e-5,
+        initStd: 0.02,
+      });
+      const optimizer = new AdamW(model.parameters(), { lr: 3e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1 });
+      const rng = new Rng(6);
+      const run: number[] = [];
+      for (let step = 0; step < 3; step++) {
+        const ids = Int32Array.from({ length: 3 * 13 }, () => rng.int(256));
+        const { loss, normSq } = trainStep(model, optimizer, {
+          inputs: Tensor.fromArray(backend, ids, [3, 13]),
+          targets: Tensor.fromArray(backend, ids.map((v) => (v * 7 + 1) % 256), [3, 13]),
+        }, 3e-3, 1);
+        run.push(await loss.item());
+        loss.dispose();
+        normSq.dispose();
+        if (backend === gpu) {
+          liveCounts.push(gpu.liveStorages());
+          buffersCreated.push(gpu.stats().buffersCreated);
+        }
+      }
+      losses.push(run);
+      optimizer.dispose();
+      model.dispose();
+    }
+    for (let step = 0; step < 3; step++) {
+      const [cpu, webgpu] = [losses[0][step], losses[1][step]];
+      assert.ok(Math.abs(cpu - webgpu) <= 1e-4 * Math.abs(cpu), `step ${step + 1}: cpu ${cpu} webgpu ${webgpu}`);
+    }
+    assert.equal(liveCounts[2], liveCounts[1], "live storages grow across WebGPU steps");
+    assert.equal(buffersCreated[2], buffersCreated[1], "GPU buffers created after the second step");
+    await gpu.dispose();
+  },
+});

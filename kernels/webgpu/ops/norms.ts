@@ -17,7 +17,7 @@ import {
   rw,
   threadGrid,
 } from "./kernel.ts";
-import { ROW_ENTRY, ROW_REDUCE_WGSL, ROW_WG } from "./rows.ts";
+import { ROW_WG, rowGrid, type RowMode, rowMode, rowPrelude } from "./rows.ts";
 
 const COLUMN_WG = 64;
 
@@ -29,28 +29,28 @@ function checkNormSizes(op: string, rows: number, cols: number, eps?: number): v
   }
 }
 
-const layerNormKernel = defineKernel({
-  label: "layerNorm",
-  workgroupSize: ROW_WG,
-  buffers: [ro("x"), ro("gamma"), ro("beta"), rw("y"), rw("mean"), rw("rstd")],
-  params: [["rows", "u32"], ["cols", "u32"], ["eps", "f32"]],
-  body: `${ROW_REDUCE_WGSL}
-${ROW_ENTRY}
+const layerNormKernel = kernelCache((mode: RowMode) =>
+  defineKernel({
+    label: `layerNorm ${mode}`,
+    workgroupSize: ROW_WG,
+    buffers: [ro("x"), ro("gamma"), ro("beta"), rw("y"), rw("mean"), rw("rstd")],
+    params: [["rows", "u32"], ["cols", "u32"], ["eps", "f32"]],
+    body: `${rowPrelude(mode)}
   let count = f32(params.cols);
   var localSum = 0.0f;
-  for (var c = lid; c < params.cols; c += WG) { localSum += x[start + c]; }
+  for (var c = lid; c < params.cols; c += STRIDE) { localSum += x[start + c]; }
   let mu = rowSum(lid, localSum) / count;
 
   // Two passes over the row: the biased variance of (x - mean), as in PyTorch.
   var localSquares = 0.0f;
-  for (var c = lid; c < params.cols; c += WG) {
+  for (var c = lid; c < params.cols; c += STRIDE) {
     let d = x[start + c] - mu;
     localSquares += d * d;
   }
   let inv = 1.0f / sqrt(rowSum(lid, localSquares) / count + params.eps);
 
   if (!valid) { return; }
-  for (var c = lid; c < params.cols; c += WG) {
+  for (var c = lid; c < params.cols; c += STRIDE) {
     y[start + c] = (x[start + c] - mu) * inv * gamma[c] + beta[c];
   }
   if (lid == 0u) {
@@ -58,7 +58,8 @@ ${ROW_ENTRY}
     rstd[r] = inv;
   }
 }`,
-});
+  })
+);
 
 export function layerNorm(
   ctx: KernelContext,
@@ -80,31 +81,32 @@ export function layerNorm(
   const rstd = ctx.output(rows, "f32");
   if (rows > 0) {
     ctx.dispatch(
-      layerNormKernel,
+      layerNormKernel(rowMode(cols)),
       [xs, gammas, betas, y, mean, rstd],
       [rows, cols, eps],
-      groupGrid(rows),
+      rowGrid(rowMode(cols), rows),
     );
   }
   return { y, mean, rstd };
 }
 
-const rmsNormKernel = defineKernel({
-  label: "rmsNorm",
-  workgroupSize: ROW_WG,
-  buffers: [ro("x"), ro("gamma"), rw("y"), rw("rstd")],
-  params: [["rows", "u32"], ["cols", "u32"], ["eps", "f32"]],
-  body: `${ROW_REDUCE_WGSL}
-${ROW_ENTRY}
+const rmsNormKernel = kernelCache((mode: RowMode) =>
+  defineKernel({
+    label: `rmsNorm ${mode}`,
+    workgroupSize: ROW_WG,
+    buffers: [ro("x"), ro("gamma"), rw("y"), rw("rstd")],
+    params: [["rows", "u32"], ["cols", "u32"], ["eps", "f32"]],
+    body: `${rowPrelude(mode)}
   var localSquares = 0.0f;
-  for (var c = lid; c < params.cols; c += WG) { localSquares += x[start + c] * x[start + c]; }
+  for (var c = lid; c < params.cols; c += STRIDE) { localSquares += x[start + c] * x[start + c]; }
   let inv = 1.0f / sqrt(rowSum(lid, localSquares) / f32(params.cols) + params.eps);
 
   if (!valid) { return; }
-  for (var c = lid; c < params.cols; c += WG) { y[start + c] = x[start + c] * inv * gamma[c]; }
+  for (var c = lid; c < params.cols; c += STRIDE) { y[start + c] = x[start + c] * inv * gamma[c]; }
   if (lid == 0u) { rstd[r] = inv; }
 }`,
-});
+  })
+);
 
 export function rmsNorm(
   ctx: KernelContext,
@@ -122,7 +124,13 @@ export function rmsNorm(
   const y = ctx.output(rows * cols, "f32");
   const rstd = ctx.output(rows, "f32");
   if (rows > 0) {
-    ctx.dispatch(rmsNormKernel, [xs, gammas, y, rstd], [rows, cols, eps], groupGrid(rows));
+    const mode = rowMode(cols);
+    ctx.dispatch(
+      rmsNormKernel(mode),
+      [xs, gammas, y, rstd],
+      [rows, cols, eps],
+      rowGrid(mode, rows),
+    );
   }
   return { y, rstd };
 }
@@ -131,7 +139,8 @@ export function rmsNorm(
  * dx of both norms: rstd · (g − mean(g) − x̂ · mean(g ⊙ x̂)) with g = dy ⊙ gamma. LayerNorm's x̂ is
  * (x − mean) · rstd; RMSNorm's is x · rstd and drops the mean(g) term.
  */
-const normBackwardKernel = kernelCache((kind: "layer" | "rms") => {
+const normBackwardKernel = kernelCache((key: `${"layer" | "rms"} ${RowMode}`) => {
+  const [kind, mode] = key.split(" ") as ["layer" | "rms", RowMode];
   const layer = kind === "layer";
   return defineKernel({
     label: `${kind}NormBackward dx`,
@@ -140,14 +149,13 @@ const normBackwardKernel = kernelCache((kind: "layer" | "rms") => {
       ? [ro("x"), ro("gamma"), ro("mean"), ro("rstd"), ro("dy"), rw("dx")]
       : [ro("x"), ro("gamma"), ro("rstd"), ro("dy"), rw("dx")],
     params: [["rows", "u32"], ["cols", "u32"]],
-    body: `${ROW_REDUCE_WGSL}
-${ROW_ENTRY}
+    body: `${rowPrelude(mode)}
   let count = f32(params.cols);
   let inv = rstd[r];
   let mu = ${layer ? "mean[r]" : "0.0f"};
   var localG = 0.0f;
   var localGx = 0.0f;
-  for (var c = lid; c < params.cols; c += WG) {
+  for (var c = lid; c < params.cols; c += STRIDE) {
     let g = dy[start + c] * gamma[c];
     localG += g;
     localGx += g * (x[start + c] - mu) * inv;
@@ -156,7 +164,7 @@ ${ROW_ENTRY}
   let gxMean = rowSum(lid, localGx) / count;
 
   if (!valid) { return; }
-  for (var c = lid; c < params.cols; c += WG) {
+  for (var c = lid; c < params.cols; c += STRIDE) {
     let g = dy[start + c] * gamma[c];
     let xhat = (x[start + c] - mu) * inv;
     dx[start + c] = inv * (g - gMean - xhat * gxMean);
@@ -222,10 +230,10 @@ function normBackward(
   const dbeta = kind === "layer" ? ctx.output(cols, "f32") : null;
   if (rows * cols > 0) {
     ctx.dispatch(
-      normBackwardKernel(kind),
+      normBackwardKernel(`${kind} ${rowMode(cols)}`),
       [xs, gammas, ...mean, rstd, dys, dx],
       [rows, cols],
-      groupGrid(rows),
+      rowGrid(rowMode(cols), rows),
     );
   }
   if (cols > 0) {

@@ -1,22 +1,52 @@
 /**
  * Row-wise kernels: softmax with an optional causal mask, its backward, and fused softmax
- * cross-entropy. Each row is handled by one workgroup: threads visit columns with a stride of
- * `WG`, then combine their partial results in a fixed tree, so every row reduces in the same order
- * on every run.
+ * cross-entropy.
+ *
+ * Each kernel comes in two modes. In "group" mode one workgroup handles a row: threads visit
+ * columns with a stride of `WG` and combine partial results in a fixed tree. In "thread" mode one
+ * thread handles a whole row, which suits short rows: on Mesa's llvmpipe adapter a softmax over
+ * 4096 rows of 64 took 25 ms in group mode, where every barrier is costly, and about 2 ms in
+ * thread mode (bench/profile_step.ts, 2-core machine, December 2026). Both modes sum each row in a
+ * fixed order, so every run reduces the same way.
  */
 
 import type { Storage } from "../../backend.ts";
 import { checkCount } from "./checks.ts";
-import { defineKernel, groupGrid, type KernelContext, ro, rw, threadGrid } from "./kernel.ts";
+import {
+  defineKernel,
+  type Grid,
+  groupGrid,
+  kernelCache,
+  type KernelContext,
+  ro,
+  rw,
+  threadGrid,
+} from "./kernel.ts";
 
-/** Threads per row; rows are usually short (attention, hidden sizes), so 64 wastes little. */
+/** Threads per row in group mode, and rows per workgroup in thread mode. */
 export const ROW_WG = 64;
+
+/** Rows up to this length use thread mode. */
+const THREAD_MODE_MAX_COLS = 512;
+
+export type RowMode = "group" | "thread";
+
+/** The mode for rows of `cols` elements. */
+export function rowMode(cols: number): RowMode {
+  return cols <= THREAD_MODE_MAX_COLS ? "thread" : "group";
+}
+
+/** The grid for `rows` rows in a mode. */
+export function rowGrid(mode: RowMode, rows: number): Grid {
+  return mode === "thread" ? threadGrid(rows, ROW_WG) : groupGrid(rows);
+}
 
 /**
  * Workgroup tree reductions. Every thread of the workgroup must call them (they contain
  * barriers), and they return the same total to all threads.
  */
-export const ROW_REDUCE_WGSL = `
+const GROUP_REDUCE_WGSL = `
+const STRIDE: u32 = WG;
 var<workgroup> scratch: array<f32, WG>;
 fn rowSum(lid: u32, value: f32) -> f32 {
   scratch[lid] = value;
@@ -42,7 +72,7 @@ fn rowMax(lid: u32, value: f32) -> f32 {
 }`;
 
 /** Entry point of a one-workgroup-per-row kernel; `row` may exceed the row count in a spilled grid. */
-export const ROW_ENTRY = `
+const GROUP_ENTRY = `
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
@@ -51,13 +81,37 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let r = min(row, params.rows - 1u);
   let start = r * params.cols;`;
 
-const softmaxKernel = defineKernel({
-  label: "softmax",
-  workgroupSize: ROW_WG,
-  buffers: [ro("x"), rw("y")],
-  params: [["rows", "u32"], ["cols", "u32"], ["causalQueries", "u32"]],
-  body: `${ROW_REDUCE_WGSL}
-${ROW_ENTRY}
+/** Thread mode: the reductions are the identity and the column stride is 1. */
+const THREAD_PRELUDE = `
+const STRIDE: u32 = 1u;
+fn rowSum(lid: u32, value: f32) -> f32 { return value; }
+fn rowMax(lid: u32, value: f32) -> f32 { return value; }
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let row = flatThread(gid, nwg);
+  if (row >= params.rows) { return; }
+  let valid = true;
+  let r = row;
+  let lid = 0u;
+  let start = r * params.cols;`;
+
+/**
+ * The start of a row kernel's WGSL up to the opening of \`main\`, which defines \`r\` (the row),
+ * \`start\` (its first element), \`lid\` and \`STRIDE\` (this thread's first column and the step
+ * between its columns), \`valid\`, and \`rowSum\` and \`rowMax\`, which every thread of a group
+ * must call.
+ */
+export function rowPrelude(mode: RowMode): string {
+  return mode === "thread" ? THREAD_PRELUDE : `${GROUP_REDUCE_WGSL}\n${GROUP_ENTRY}`;
+}
+
+const softmaxKernel = kernelCache((mode: RowMode) =>
+  defineKernel({
+    label: `softmax ${mode}`,
+    workgroupSize: ROW_WG,
+    buffers: [ro("x"), rw("y")],
+    params: [["rows", "u32"], ["cols", "u32"], ["causalQueries", "u32"]],
+    body: `${rowPrelude(mode)}
   // Causal row r attends to key columns c <= (r mod T) + (cols - T); none when that is negative.
   var visible = params.cols;
   if (params.causalQueries > 0u) {
@@ -66,19 +120,20 @@ ${ROW_ENTRY}
   }
 
   var localMax = negInf();
-  for (var c = lid; c < visible; c += WG) { localMax = max(localMax, x[start + c]); }
+  for (var c = lid; c < visible; c += STRIDE) { localMax = max(localMax, x[start + c]); }
   let rowMaximum = rowMax(lid, localMax);
 
   var localSum = 0.0f;
-  for (var c = lid; c < visible; c += WG) { localSum += exp(x[start + c] - rowMaximum); }
+  for (var c = lid; c < visible; c += STRIDE) { localSum += exp(x[start + c] - rowMaximum); }
   let total = rowSum(lid, localSum);
 
   if (!valid) { return; }
-  for (var c = lid; c < params.cols; c += WG) {
+  for (var c = lid; c < params.cols; c += STRIDE) {
     y[start + c] = select(0.0f, exp(x[start + c] - rowMaximum) / total, c < visible);
   }
 }`,
-});
+  })
+);
 
 export function softmax(
   ctx: KernelContext,
@@ -101,28 +156,30 @@ export function softmax(
 
   const y = ctx.output(rows * cols, "f32");
   if (rows * cols > 0) {
-    ctx.dispatch(softmaxKernel, [xs, y], [rows, cols, causalQueries], groupGrid(rows));
+    const mode = rowMode(cols);
+    ctx.dispatch(softmaxKernel(mode), [xs, y], [rows, cols, causalQueries], rowGrid(mode, rows));
   }
   return y;
 }
 
-const softmaxBackwardKernel = defineKernel({
-  label: "softmaxBackward",
-  workgroupSize: ROW_WG,
-  buffers: [ro("y"), ro("dy"), rw("dx")],
-  params: [["rows", "u32"], ["cols", "u32"]],
-  body: `${ROW_REDUCE_WGSL}
-${ROW_ENTRY}
+const softmaxBackwardKernel = kernelCache((mode: RowMode) =>
+  defineKernel({
+    label: `softmaxBackward ${mode}`,
+    workgroupSize: ROW_WG,
+    buffers: [ro("y"), ro("dy"), rw("dx")],
+    params: [["rows", "u32"], ["cols", "u32"]],
+    body: `${rowPrelude(mode)}
   var localDot = 0.0f;
-  for (var c = lid; c < params.cols; c += WG) { localDot += dy[start + c] * y[start + c]; }
+  for (var c = lid; c < params.cols; c += STRIDE) { localDot += dy[start + c] * y[start + c]; }
   let dotProduct = rowSum(lid, localDot);
 
   if (!valid) { return; }
-  for (var c = lid; c < params.cols; c += WG) {
+  for (var c = lid; c < params.cols; c += STRIDE) {
     dx[start + c] = y[start + c] * (dy[start + c] - dotProduct);
   }
 }`,
-});
+  })
+);
 
 export function softmaxBackward(
   ctx: KernelContext,
@@ -139,7 +196,8 @@ export function softmaxBackward(
 
   const dx = ctx.output(rows * cols, "f32");
   if (rows * cols > 0) {
-    ctx.dispatch(softmaxBackwardKernel, [ys, dys, dx], [rows, cols], groupGrid(rows));
+    const mode = rowMode(cols);
+    ctx.dispatch(softmaxBackwardKernel(mode), [ys, dys, dx], [rows, cols], rowGrid(mode, rows));
   }
   return dx;
 }
@@ -149,19 +207,19 @@ export function softmaxBackward(
  * an ignored row. A target outside [0, cols) that is not ignoreIndex cannot raise an error on the
  * GPU, so its row counts with loss NaN, which makes the mean loss NaN.
  */
-const crossEntropyRowsKernel = defineKernel({
-  label: "crossEntropy rows",
-  workgroupSize: ROW_WG,
-  buffers: [ro("logits"), ro("targets", "i32"), rw("lse"), rw("rowLoss")],
-  params: [["rows", "u32"], ["cols", "u32"], ["ignoreIndex", "i32"]],
-  body: `${ROW_REDUCE_WGSL}
-${ROW_ENTRY}
+const crossEntropyRowsKernel = kernelCache((mode: RowMode) =>
+  defineKernel({
+    label: `crossEntropy rows ${mode}`,
+    workgroupSize: ROW_WG,
+    buffers: [ro("logits"), ro("targets", "i32"), rw("lse"), rw("rowLoss")],
+    params: [["rows", "u32"], ["cols", "u32"], ["ignoreIndex", "i32"]],
+    body: `${rowPrelude(mode)}
   var localMax = negInf();
-  for (var c = lid; c < params.cols; c += WG) { localMax = max(localMax, logits[start + c]); }
+  for (var c = lid; c < params.cols; c += STRIDE) { localMax = max(localMax, logits[start + c]); }
   let rowMaximum = rowMax(lid, localMax);
 
   var localSum = 0.0f;
-  for (var c = lid; c < params.cols; c += WG) { localSum += exp(logits[start + c] - rowMaximum); }
+  for (var c = lid; c < params.cols; c += STRIDE) { localSum += exp(logits[start + c] - rowMaximum); }
   let total = rowSum(lid, localSum);
 
   if (!valid || lid != 0u) { return; }
@@ -179,7 +237,8 @@ ${ROW_ENTRY}
     rowLoss[2u * r + 1u] = 1.0f;
   }
 }`,
-});
+  })
+);
 
 /** Sums the row losses and counts in one workgroup, in a fixed order, and takes the mean. */
 const crossEntropyMeanKernel = defineKernel({
@@ -237,10 +296,10 @@ export function crossEntropy(
   const rowLoss = ctx.output(2 * rows, "f32");
   if (rows > 0) {
     ctx.dispatch(
-      crossEntropyRowsKernel,
+      crossEntropyRowsKernel(rowMode(cols)),
       [xs, ts, lse, rowLoss],
       [rows, cols, ignoreIndex],
-      groupGrid(rows),
+      rowGrid(rowMode(cols), rows),
     );
   }
   ctx.dispatch(crossEntropyMeanKernel, [rowLoss, loss, count], [rows], [1, 1, 1]);
