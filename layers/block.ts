@@ -29,7 +29,10 @@ export class DecoderBlock extends Module {
   constructor(backend: Backend, rng: Rng, options: BlockOptions) {
     super();
     const { dModel, norm, normEps } = options;
-    this.attentionNorm = this.addModule("attentionNorm", createNorm(backend, norm, dModel, normEps));
+    this.attentionNorm = this.addModule(
+      "attentionNorm",
+      createNorm(backend, norm, dModel, normEps),
+    );
     this.attention = this.addModule("attention", new CausalSelfAttention(backend, rng, options));
     this.mlpNorm = this.addModule("mlpNorm", createNorm(backend, norm, dModel, normEps));
     this.mlp = this.addModule(

@@ -27,7 +27,9 @@ export class Linear extends Module {
       "weight",
       normalParameter(backend, rng, [outFeatures, inFeatures], options.initStd),
     );
-    this.bias = options.bias ? this.addParameter("bias", constantParameter(backend, [outFeatures], 0)) : null;
+    this.bias = options.bias
+      ? this.addParameter("bias", constantParameter(backend, [outFeatures], 0))
+      : null;
   }
 
   forward(x: Tensor): Tensor {
@@ -40,7 +42,13 @@ export class Linear extends Module {
 export class Embedding extends Module {
   readonly weight: Tensor;
 
-  constructor(backend: Backend, rng: Rng, readonly vocab: number, readonly dim: number, initStd: number) {
+  constructor(
+    backend: Backend,
+    rng: Rng,
+    readonly vocab: number,
+    readonly dim: number,
+    initStd: number,
+  ) {
     super();
     this.weight = this.addParameter("weight", normalParameter(backend, rng, [vocab, dim], initStd));
   }

@@ -35,6 +35,11 @@ export class LayerNorm extends Module {
 export type NormKind = "rmsnorm" | "layernorm";
 
 /** Builds the normalisation layer named in a config. */
-export function createNorm(backend: Backend, kind: NormKind, dim: number, eps: number): RMSNorm | LayerNorm {
+export function createNorm(
+  backend: Backend,
+  kind: NormKind,
+  dim: number,
+  eps: number,
+): RMSNorm | LayerNorm {
   return kind === "rmsnorm" ? new RMSNorm(backend, dim, eps) : new LayerNorm(backend, dim, eps);
 }

@@ -98,7 +98,9 @@ export class Tensor {
       : data;
     if (array.length !== sizeOf(shape)) {
       throw new Error(
-        `${array.length} values cannot fill shape ${formatShape(shape)} (${sizeOf(shape)} elements)`,
+        `${array.length} values cannot fill shape ${formatShape(shape)} (${
+          sizeOf(shape)
+        } elements)`,
       );
     }
     return Tensor.fromStorage(backend, backend.upload(array, dtype), shape, dtype);

@@ -4,7 +4,7 @@
  */
 
 import type { Backend } from "../../kernels/backend.ts";
-import { matmul, rope, Rng, scale, softmax, Tensor, transpose } from "../../tensor/mod.ts";
+import { matmul, Rng, rope, scale, softmax, Tensor, transpose } from "../../tensor/mod.ts";
 import { ShapeError } from "../../tensor/shape.ts";
 import { Linear } from "../linear.ts";
 import { Module } from "../module.ts";

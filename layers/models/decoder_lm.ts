@@ -41,7 +41,9 @@ export class DecoderLM extends Module {
     const { vocabSize, dModel, numLayers, initStd } = options;
     // GPT-2 scales the init of projections into the residual stream by 1/√(2·layers).
     const outputInitStd = initStd / Math.sqrt(2 * numLayers);
-    this.#rope = options.position === "rope" ? new RopeTables(backend, dModel / options.numHeads) : null;
+    this.#rope = options.position === "rope"
+      ? new RopeTables(backend, dModel / options.numHeads)
+      : null;
 
     this.tokenEmbedding = this.addModule(
       "tokenEmbedding",
@@ -61,7 +63,10 @@ export class DecoderLM extends Module {
         ),
       );
     }
-    this.finalNorm = this.addModule("finalNorm", createNorm(backend, options.norm, dModel, options.normEps));
+    this.finalNorm = this.addModule(
+      "finalNorm",
+      createNorm(backend, options.norm, dModel, options.normEps),
+    );
     this.head = options.tieEmbeddings
       ? null
       : this.addModule("head", new Linear(backend, rng, dModel, vocabSize, { initStd }));
@@ -69,10 +74,14 @@ export class DecoderLM extends Module {
 
   /** Logits [B, T, vocab] for i32 token ids [B, T]. */
   forward(ids: Tensor): Tensor {
-    if (ids.rank !== 2) throw new ShapeError(`DecoderLM: ids must be [batch, seqLen], got ${ids.describe()}`);
+    if (ids.rank !== 2) {
+      throw new ShapeError(`DecoderLM: ids must be [batch, seqLen], got ${ids.describe()}`);
+    }
     const seqLen = ids.shape[1];
     if (seqLen > this.options.maxSeqLen) {
-      throw new ShapeError(`DecoderLM: sequence length ${seqLen} exceeds maxSeqLen ${this.options.maxSeqLen}`);
+      throw new ShapeError(
+        `DecoderLM: sequence length ${seqLen} exceeds maxSeqLen ${this.options.maxSeqLen}`,
+      );
     }
 
     let h = this.tokenEmbedding.forward(ids);

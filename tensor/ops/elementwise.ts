@@ -36,7 +36,10 @@ function binary(op: BinaryOp, a: Tensor, b: Tensor): Tensor {
   return Tensor.fromOp(storage, shape, [a, b], op, (dy) => {
     const da = a.requiresGrad ? binaryGradA(op, a, b, dy) : null;
     const db = b.requiresGrad ? binaryGradB(op, a, b, dy) : null;
-    return [da === null ? null : unbroadcast(da, a.shape), db === null ? null : unbroadcast(db, b.shape)];
+    return [
+      da === null ? null : unbroadcast(da, a.shape),
+      db === null ? null : unbroadcast(db, b.shape),
+    ];
   });
 }
 

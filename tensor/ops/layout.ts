@@ -17,7 +17,9 @@ export function transpose(x: Tensor, axis1: number, axis2: number): Tensor {
 export function slice(x: Tensor, axis: number, start: number, end: number): Tensor {
   const a = normalizeAxis("slice", axis, x.rank);
   const { outer, n, inner } = splitAtAxis(x.shape, a);
-  if (!(Number.isInteger(start) && Number.isInteger(end) && 0 <= start && start <= end && end <= n)) {
+  if (
+    !(Number.isInteger(start) && Number.isInteger(end) && 0 <= start && start <= end && end <= n)
+  ) {
     throw new ShapeError(
       `slice: range [${start}, ${end}) is invalid for axis ${a} of ${formatShape(x.shape)}`,
     );
@@ -60,7 +62,8 @@ export function concat(xs: Tensor[], axis: number): Tensor {
   const first = xs[0];
   const a = normalizeAxis("concat", axis, first.rank);
   for (const x of xs) {
-    const matches = x.rank === first.rank && x.shape.every((d, i) => i === a || d === first.shape[i]);
+    const matches = x.rank === first.rank &&
+      x.shape.every((d, i) => i === a || d === first.shape[i]);
     if (!matches) {
       throw new ShapeError(
         `concat: ${formatShape(x.shape)} does not match ${formatShape(first.shape)} ` +
@@ -96,7 +99,8 @@ export function concat(xs: Tensor[], axis: number): Tensor {
     shape,
     xs,
     "concat",
-    (dy) => xs.map((x, i) => (x.requiresGrad ? slice(dy, a, offsets[i], offsets[i] + x.shape[a]) : null)),
+    (dy) =>
+      xs.map((x, i) => (x.requiresGrad ? slice(dy, a, offsets[i], offsets[i] + x.shape[a]) : null)),
     first.dtype,
   );
 }

@@ -20,7 +20,9 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
   const transB = options.transB ?? false;
   if (a.rank < 2 || b.rank < 2) {
     throw new ShapeError(
-      `matmul: both operands need rank ≥ 2, got ${formatShape(a.shape)} and ${formatShape(b.shape)}`,
+      `matmul: both operands need rank ≥ 2, got ${formatShape(a.shape)} and ${
+        formatShape(b.shape)
+      }`,
     );
   }
 

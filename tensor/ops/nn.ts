@@ -27,12 +27,18 @@ export function softmax(x: Tensor, options: { causal?: boolean } = {}): Tensor {
   const { rows, cols } = lastAxis(x);
   const causalQueries = options.causal ? x.shape[x.rank - 2] : 0;
   if (options.causal && (x.rank < 2 || causalQueries > cols)) {
-    throw new ShapeError(`softmax: a causal mask needs [..., T, S] with T ≤ S, got ${formatShape(x.shape)}`);
+    throw new ShapeError(
+      `softmax: a causal mask needs [..., T, S] with T ≤ S, got ${formatShape(x.shape)}`,
+    );
   }
   const backend = x.backend;
   const y = backend.softmax(x.storage, rows, cols, causalQueries);
   const out: Tensor = Tensor.fromOp(y, x.shape, [x], "softmax", (dy) => [
-    Tensor.fromStorage(backend, backend.softmaxBackward(out.storage, dy.storage, rows, cols), x.shape),
+    Tensor.fromStorage(
+      backend,
+      backend.softmaxBackward(out.storage, dy.storage, rows, cols),
+      x.shape,
+    ),
   ]);
   return out;
 }
@@ -43,8 +49,18 @@ export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: number): 
   checkVector("layerNorm", gamma, cols, x);
   checkVector("layerNorm", beta, cols, x);
   const backend = x.backend;
-  const { y, mean, rstd } = backend.layerNorm(x.storage, gamma.storage, beta.storage, rows, cols, eps);
-  const saved = [Tensor.fromStorage(backend, mean, [rows]), Tensor.fromStorage(backend, rstd, [rows])];
+  const { y, mean, rstd } = backend.layerNorm(
+    x.storage,
+    gamma.storage,
+    beta.storage,
+    rows,
+    cols,
+    eps,
+  );
+  const saved = [
+    Tensor.fromStorage(backend, mean, [rows]),
+    Tensor.fromStorage(backend, rstd, [rows]),
+  ];
   return Tensor.fromOp(y, x.shape, [x, gamma, beta], "layerNorm", (dy) => {
     const g = backend.layerNormBackward(
       x.storage,
@@ -71,21 +87,39 @@ export function rmsNorm(x: Tensor, gamma: Tensor, eps: number): Tensor {
   const { y, rstd } = backend.rmsNorm(x.storage, gamma.storage, rows, cols, eps);
   const savedRstd = Tensor.fromStorage(backend, rstd, [rows]);
   return Tensor.fromOp(y, x.shape, [x, gamma], "rmsNorm", (dy) => {
-    const g = backend.rmsNormBackward(x.storage, gamma.storage, savedRstd.storage, dy.storage, rows, cols);
-    return [Tensor.fromStorage(backend, g.dx, x.shape), Tensor.fromStorage(backend, g.dgamma, gamma.shape)];
+    const g = backend.rmsNormBackward(
+      x.storage,
+      gamma.storage,
+      savedRstd.storage,
+      dy.storage,
+      rows,
+      cols,
+    );
+    return [
+      Tensor.fromStorage(backend, g.dx, x.shape),
+      Tensor.fromStorage(backend, g.dgamma, gamma.shape),
+    ];
   });
 }
 
 /** Rows of `table` ([vocab, dim]) for each i32 id; returns [...ids.shape, dim]. */
 export function embedding(table: Tensor, ids: Tensor): Tensor {
-  if (ids.dtype !== "i32") throw new ShapeError(`embedding: ids must be i32, got ${ids.describe()}`);
-  if (table.rank !== 2) throw new ShapeError(`embedding: table must be [vocab, dim], got ${table.describe()}`);
+  if (ids.dtype !== "i32") {
+    throw new ShapeError(`embedding: ids must be i32, got ${ids.describe()}`);
+  }
+  if (table.rank !== 2) {
+    throw new ShapeError(`embedding: table must be [vocab, dim], got ${table.describe()}`);
+  }
   const [vocab, dim] = table.shape;
   const n = ids.size;
   const backend = table.backend;
   const out = backend.gather(table.storage, ids.storage, n, vocab, dim);
   return Tensor.fromOp(out, [...ids.shape, dim], [table], "embedding", (dy) => [
-    Tensor.fromStorage(backend, backend.scatterAdd(dy.storage, ids.storage, n, vocab, dim), table.shape),
+    Tensor.fromStorage(
+      backend,
+      backend.scatterAdd(dy.storage, ids.storage, n, vocab, dim),
+      table.shape,
+    ),
   ]);
 }
 
@@ -96,17 +130,25 @@ export function embedding(table: Tensor, ids: Tensor): Tensor {
 export function rope(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
   const dim = x.shape[x.rank - 1];
   const seqLen = x.shape[x.rank - 2];
-  if (dim % 2 !== 0) throw new ShapeError(`rope: the last axis must be even, got ${formatShape(x.shape)}`);
+  if (dim % 2 !== 0) {
+    throw new ShapeError(`rope: the last axis must be even, got ${formatShape(x.shape)}`);
+  }
   if (cos.size !== seqLen * (dim / 2) || sin.size !== cos.size) {
     throw new ShapeError(
-      `rope: tables ${formatShape(cos.shape)} do not match [${seqLen}, ${dim / 2}] for ${formatShape(x.shape)}`,
+      `rope: tables ${formatShape(cos.shape)} do not match [${seqLen}, ${dim / 2}] for ${
+        formatShape(x.shape)
+      }`,
     );
   }
   const outer = x.size / (seqLen * dim);
   const backend = x.backend;
   const y = backend.rope(x.storage, cos.storage, sin.storage, outer, seqLen, dim, false);
   return Tensor.fromOp(y, x.shape, [x], "rope", (dy) => [
-    Tensor.fromStorage(backend, backend.rope(dy.storage, cos.storage, sin.storage, outer, seqLen, dim, true), x.shape),
+    Tensor.fromStorage(
+      backend,
+      backend.rope(dy.storage, cos.storage, sin.storage, outer, seqLen, dim, true),
+      x.shape,
+    ),
   ]);
 }
 
@@ -123,7 +165,13 @@ export function crossEntropy(logits: Tensor, targets: Tensor, ignoreIndex = -100
     );
   }
   const backend = logits.backend;
-  const { loss, lse, count } = backend.crossEntropy(logits.storage, targets.storage, rows, cols, ignoreIndex);
+  const { loss, lse, count } = backend.crossEntropy(
+    logits.storage,
+    targets.storage,
+    rows,
+    cols,
+    ignoreIndex,
+  );
   const saved = [Tensor.fromStorage(backend, lse, [rows]), Tensor.fromStorage(backend, count, [1])];
   return Tensor.fromOp(loss, [], [logits], "crossEntropy", (dy) => [
     Tensor.fromStorage(

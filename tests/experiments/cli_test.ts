@@ -5,7 +5,9 @@ import { fileURLToPath } from "node:url";
 
 const cli = fileURLToPath(new URL("../../experiments/cli.ts", import.meta.url));
 
-async function runCli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+async function runCli(
+  ...args: string[]
+): Promise<{ code: number; stdout: string; stderr: string }> {
   const output = await new Deno.Command(Deno.execPath(), {
     args: ["run", "--allow-all", cli, ...args],
     env: { NO_COLOR: "1" },
@@ -13,7 +15,11 @@ async function runCli(...args: string[]): Promise<{ code: number; stdout: string
     stderr: "piped",
   }).output();
   const decoder = new TextDecoder();
-  return { code: output.code, stdout: decoder.decode(output.stdout), stderr: decoder.decode(output.stderr) };
+  return {
+    code: output.code,
+    stdout: decoder.decode(output.stdout),
+    stderr: decoder.decode(output.stderr),
+  };
 }
 
 function assertNoStack(stderr: string): void {
@@ -103,7 +109,9 @@ Deno.test("cli no adapter names the fix", async () => {
     stdout: "piped",
   }).output();
   if (new TextDecoder().decode(probe.stdout).trim() !== "true") {
-    console.log("skipped: a Vulkan adapter exists on this machine, so 'no adapter' cannot be staged");
+    console.log(
+      "skipped: a Vulkan adapter exists on this machine, so 'no adapter' cannot be staged",
+    );
     return;
   }
   const output = await new Deno.Command(Deno.execPath(), {

@@ -162,15 +162,27 @@ Deno.test({
         normEps: 1e-5,
         initStd: 0.02,
       });
-      const optimizer = new AdamW(model.parameters(), { lr: 3e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1 });
+      const optimizer = new AdamW(model.parameters(), {
+        lr: 3e-3,
+        beta1: 0.9,
+        beta2: 0.95,
+        eps: 1e-8,
+        weightDecay: 0.1,
+      });
       const rng = new Rng(6);
       const run: number[] = [];
       for (let step = 0; step < 3; step++) {
         const ids = Int32Array.from({ length: 3 * 13 }, () => rng.int(256));
-        const { loss, normSq } = trainStep(model, optimizer, {
-          inputs: Tensor.fromArray(backend, ids, [3, 13]),
-          targets: Tensor.fromArray(backend, ids.map((v) => (v * 7 + 1) % 256), [3, 13]),
-        }, 3e-3, 1);
+        const { loss, normSq } = trainStep(
+          model,
+          optimizer,
+          {
+            inputs: Tensor.fromArray(backend, ids, [3, 13]),
+            targets: Tensor.fromArray(backend, ids.map((v) => (v * 7 + 1) % 256), [3, 13]),
+          },
+          3e-3,
+          1,
+        );
         run.push(await loss.item());
         loss.dispose();
         normSq.dispose();
@@ -185,7 +197,10 @@ Deno.test({
     }
     for (let step = 0; step < 3; step++) {
       const [cpu, webgpu] = [losses[0][step], losses[1][step]];
-      assert.ok(Math.abs(cpu - webgpu) <= 1e-4 * Math.abs(cpu), `step ${step + 1}: cpu ${cpu} webgpu ${webgpu}`);
+      assert.ok(
+        Math.abs(cpu - webgpu) <= 1e-4 * Math.abs(cpu),
+        `step ${step + 1}: cpu ${cpu} webgpu ${webgpu}`,
+      );
     }
     assert.equal(liveCounts[2], liveCounts[1], "live storages grow across WebGPU steps");
     assert.equal(buffersCreated[2], buffersCreated[1], "GPU buffers created after the second step");

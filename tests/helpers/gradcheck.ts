@@ -71,7 +71,9 @@ export async function gradcheck(
       const error = Math.abs(numeric - grad[j]) / Math.max(1, Math.abs(numeric));
       assert.ok(
         error <= tolerance,
-        `${name}: d/dx${i}[${j}] analytic ${grad[j]} vs numeric ${numeric} (error ${error.toExponential(2)})`,
+        `${name}: d/dx${i}[${j}] analytic ${grad[j]} vs numeric ${numeric} (error ${
+          error.toExponential(2)
+        })`,
       );
     }
   }

@@ -47,14 +47,20 @@ Deno.test("micro-batches match one batch", async () => {
 
   const whole = tinyModel(1);
   withScope(() => {
-    backward(whole.loss(Tensor.fromArray(backend, ids, [8, 6]), Tensor.fromArray(backend, targets, [8, 6])));
+    backward(
+      whole.loss(
+        Tensor.fromArray(backend, ids, [8, 6]),
+        Tensor.fromArray(backend, targets, [8, 6]),
+      ),
+    );
   });
 
   // Four micro-batches of two sequences, each loss weighted by its share of the tokens.
   const micro = tinyModel(1);
   for (let i = 0; i < 4; i++) {
     withScope(() => {
-      const part = (a: Int32Array) => Tensor.fromArray(backend, a.subarray(i * 12, (i + 1) * 12), [2, 6]);
+      const part = (a: Int32Array) =>
+        Tensor.fromArray(backend, a.subarray(i * 12, (i + 1) * 12), [2, 6]);
       backward(scale(micro.loss(part(ids), part(targets)), 1 / 4));
     });
   }
@@ -63,7 +69,10 @@ Deno.test("micro-batches match one batch", async () => {
   const b = await gradients(micro);
   for (let p = 0; p < a.length; p++) {
     for (let j = 0; j < a[p].length; j++) {
-      assert.ok(Math.abs(a[p][j] - b[p][j]) <= 1e-12, `parameter ${p} element ${j}: ${a[p][j]} vs ${b[p][j]}`);
+      assert.ok(
+        Math.abs(a[p][j] - b[p][j]) <= 1e-12,
+        `parameter ${p} element ${j}: ${a[p][j]} vs ${b[p][j]}`,
+      );
     }
   }
   whole.dispose();

@@ -47,7 +47,10 @@ for (const op of ["add", "sub", "mul", "div"] as const) {
     const fn = { add: T.add, sub: T.sub, mul: T.mul, div: T.div }[op];
     const b = op === "div" ? positive(5, 6) : undefined;
     await gradcheck(backend, op, [{ shape: [2, 3, 5] }, { shape: [5], values: b }], fn);
-    await gradcheck(backend, `${op} 1-axes`, [{ shape: [2, 1, 5] }, { shape: [3, 1], values: op === "div" ? positive(3, 7) : undefined }], fn);
+    await gradcheck(backend, `${op} 1-axes`, [{ shape: [2, 1, 5] }, {
+      shape: [3, 1],
+      values: op === "div" ? positive(3, 7) : undefined,
+    }], fn);
   });
 }
 
@@ -55,7 +58,12 @@ Deno.test("gradcheck sum mean max axes", async () => {
   await gradcheck(backend, "sum0", [{ shape: [3, 4, 2] }], (x) => T.sum(x, 0));
   await gradcheck(backend, "sum1 keep", [{ shape: [3, 4, 2] }], (x) => T.sum(x, 1, true));
   await gradcheck(backend, "mean-1", [{ shape: [3, 4, 2] }], (x) => T.mean(x, -1));
-  await gradcheck(backend, "max1", [{ shape: [3, 4, 2], values: distinct(24, 8) }], (x) => T.max(x, 1));
+  await gradcheck(
+    backend,
+    "max1",
+    [{ shape: [3, 4, 2], values: distinct(24, 8) }],
+    (x) => T.max(x, 1),
+  );
 });
 
 Deno.test("gradcheck matmul transposes", async () => {
@@ -63,11 +71,19 @@ Deno.test("gradcheck matmul transposes", async () => {
     for (const transB of [false, true]) {
       const a = transA ? [2, 5, 3] : [2, 3, 5];
       const b = transB ? [2, 4, 5] : [2, 5, 4];
-      await gradcheck(backend, `batched ${transA} ${transB}`, [{ shape: a }, { shape: b }], (x, y) =>
-        T.matmul(x, y, { transA, transB }));
+      await gradcheck(
+        backend,
+        `batched ${transA} ${transB}`,
+        [{ shape: a }, { shape: b }],
+        (x, y) => T.matmul(x, y, { transA, transB }),
+      );
       const w = transB ? [4, 5] : [5, 4];
-      await gradcheck(backend, `weight ${transB}`, [{ shape: [2, 3, 5] }, { shape: w }], (x, y) =>
-        T.matmul(x, y, { transB }));
+      await gradcheck(
+        backend,
+        `weight ${transB}`,
+        [{ shape: [2, 3, 5] }, { shape: w }],
+        (x, y) => T.matmul(x, y, { transB }),
+      );
     }
   }
 });
@@ -75,7 +91,12 @@ Deno.test("gradcheck matmul transposes", async () => {
 Deno.test("gradcheck transpose slice concat", async () => {
   await gradcheck(backend, "transpose", [{ shape: [2, 3, 4] }], (x) => T.transpose(x, 0, 2));
   await gradcheck(backend, "slice", [{ shape: [3, 7] }], (x) => T.slice(x, 1, 2, 5));
-  await gradcheck(backend, "concat", [{ shape: [2, 3] }, { shape: [2, 4] }], (x, y) => T.concat([x, y], 1));
+  await gradcheck(
+    backend,
+    "concat",
+    [{ shape: [2, 3] }, { shape: [2, 4] }],
+    (x, y) => T.concat([x, y], 1),
+  );
   await gradcheck(backend, "reshape", [{ shape: [2, 6] }], (x) => T.exp(x.reshape([3, 4])));
 });
 
@@ -85,9 +106,18 @@ Deno.test("gradcheck softmax plain and causal", async () => {
 });
 
 Deno.test("gradcheck layerNorm rmsNorm", async () => {
-  await gradcheck(backend, "layerNorm", [{ shape: [3, 6] }, { shape: [6] }, { shape: [6] }], (x, g, b) =>
-    T.layerNorm(x, g, b, 1e-5));
-  await gradcheck(backend, "rmsNorm", [{ shape: [3, 6] }, { shape: [6] }], (x, g) => T.rmsNorm(x, g, 1e-5));
+  await gradcheck(
+    backend,
+    "layerNorm",
+    [{ shape: [3, 6] }, { shape: [6] }, { shape: [6] }],
+    (x, g, b) => T.layerNorm(x, g, b, 1e-5),
+  );
+  await gradcheck(
+    backend,
+    "rmsNorm",
+    [{ shape: [3, 6] }, { shape: [6] }],
+    (x, g) => T.rmsNorm(x, g, 1e-5),
+  );
 });
 
 Deno.test("gradcheck embedding with repeated ids", async () => {

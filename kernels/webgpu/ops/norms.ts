@@ -8,15 +8,7 @@
 
 import type { Storage } from "../../backend.ts";
 import { checkCount } from "./checks.ts";
-import {
-  defineKernel,
-  groupGrid,
-  kernelCache,
-  type KernelContext,
-  ro,
-  rw,
-  threadGrid,
-} from "./kernel.ts";
+import { defineKernel, kernelCache, type KernelContext, ro, rw, threadGrid } from "./kernel.ts";
 import { ROW_WG, rowGrid, type RowMode, rowMode, rowPrelude } from "./rows.ts";
 
 const COLUMN_WG = 64;
