@@ -41,3 +41,12 @@ export { learningRate } from "./optim/schedule.ts";
 
 export { configHash, loadConfig, parseConfig } from "./experiments/config.ts";
 export { train } from "./experiments/trainer.ts";
+
+export {
+  attention,
+  optimizers,
+  Registry,
+  routers,
+  schedules,
+  tasks,
+} from "./experiments/registry.ts";

@@ -2,7 +2,7 @@
 import { createWebGpuBackend } from "../kernels/webgpu/backend.ts";
 import { createCpuBackend } from "../kernels/cpu/backend.ts";
 import { DecoderLM } from "../layers/models/decoder_lm.ts";
-import { AdamW } from "../optim/adamw.ts";
+import { createOptimizer } from "../optim/create.ts";
 import { Rng, Tensor } from "../tensor/mod.ts";
 import { trainStep } from "../experiments/trainer.ts";
 
@@ -23,13 +23,7 @@ const model = new DecoderLM(backend, new Rng(0), {
   normEps: 1e-5,
   initStd: 0.02,
 });
-const opt = new AdamW(model.parameters(), {
-  lr: 1e-3,
-  beta1: 0.9,
-  beta2: 0.95,
-  eps: 1e-8,
-  weightDecay: 0.1,
-});
+const { optimizer: opt } = createOptimizer(model.parameters(), { name: "adamw", lr: 1e-3 });
 const rng = new Rng(1);
 const times = [];
 for (let i = 0; i < 6; i++) {
@@ -42,7 +36,7 @@ for (let i = 0; i < 6; i++) {
       inputs: Tensor.fromArray(backend, ids, [B, T]),
       targets: Tensor.fromArray(backend, ids, [B, T]),
     },
-    1e-3,
+    1,
     1,
   );
   await loss.item();

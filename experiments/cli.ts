@@ -1,83 +1,36 @@
 /**
- * moelab's command line.
+ * moelab's command line: `deno task run|report|config|list|slurm`, each a module in cli/.
  *
  *   deno task run configs/quickstart.yaml [--set key.path=value ...] [--backend webgpu|cpu]
+ *   deno task run configs/examples/mlp-ablation.yaml --shard 0/2
+ *   deno task report results/mlp-ablation
  *
- * Exit codes: 0 success, 1 the run failed, 2 invalid input (config, arguments).
+ * Exit codes: 0 success, 1 a run failed, 2 invalid input (config, arguments), 130 interrupted.
  */
 
-import { parseArgs } from "node:util";
 import { BackendUnavailableError } from "../kernels/backend.ts";
-import type { Backend } from "../kernels/backend.ts";
-import { createCpuBackend } from "../kernels/cpu/backend.ts";
 import { ShapeError } from "../tensor/shape.ts";
-import { loadConfig } from "./config.ts";
+import { type Command } from "./cli/common.ts";
+import { configCommand } from "./cli/config.ts";
+import { listCommand } from "./cli/list.ts";
+import { reportCommand } from "./cli/report.ts";
+import { runCommand } from "./cli/run.ts";
+import { slurmCommand } from "./cli/slurm.ts";
 import { RunError, UserError } from "./errors.ts";
-import { train } from "./trainer.ts";
 
-const USAGE = `usage: deno task run <config.yaml> [options]
+export { createBackend } from "./cli/common.ts";
 
-Trains the experiment described by a YAML config and writes results/<experiment>/<run-id>/.
+const COMMANDS: Command[] = [runCommand, reportCommand, configCommand, listCommand, slurmCommand];
 
-options:
-  --set key.path=value   override one config value (repeatable), e.g. --set train.steps=100
-  --backend webgpu|cpu   where to compute: webgpu (default, Deno's navigator.gpu) or cpu
-                         (a plain TypeScript reference; slow, needs no GPU)
-  --help                 print this message`;
+const USAGE = `usage: deno task <command> [arguments] (or deno run -A experiments/cli.ts <command>)
 
-/** Creates the backend a config names. */
-export async function createBackend(name: "webgpu" | "cpu"): Promise<Backend> {
-  if (name === "cpu") return createCpuBackend({ precision: "f32" });
-  // Loaded on demand, so a CPU run never touches navigator.gpu.
-  const { createWebGpuBackend } = await import("../kernels/webgpu/backend.ts");
-  return await createWebGpuBackend();
-}
+commands:
+${COMMANDS.map((command) => `  ${command.name.padEnd(8)} ${command.summary}`).join("\n")}
 
-async function runCommand(args: string[]): Promise<void> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      options: {
-        set: { type: "string", multiple: true },
-        backend: { type: "string" },
-        help: { type: "boolean" },
-      },
-    });
-  } catch (error) {
-    throw new UserError(`${(error as Error).message}\n\n${USAGE}`);
-  }
-  if (parsed.values.help) {
-    console.log(USAGE);
-    return;
-  }
-  if (parsed.positionals.length !== 1) {
-    throw new UserError(
-      `run takes exactly one config file, got ${parsed.positionals.length}\n\n${USAGE}`,
-    );
-  }
-
-  const overrides = [...(parsed.values.set ?? [])];
-  const backendName = parsed.values.backend;
-  if (backendName !== undefined) {
-    if (backendName !== "webgpu" && backendName !== "cpu") {
-      throw new UserError(`--backend is "${backendName}"; choose webgpu or cpu`);
-    }
-    overrides.push(`backend=${backendName}`);
-  }
-
-  const { config, text } = await loadConfig(parsed.positionals[0], overrides);
-  const backend = await createBackend(config.backend);
-  try {
-    await train(config, { backend, configText: text });
-  } finally {
-    await backend.dispose();
-  }
-}
+Run a command with --help for its options.`;
 
 /** Prints an error as one paragraph and returns the exit code. */
-function report(error: unknown): number {
+function reportError(error: unknown): number {
   if (error instanceof UserError) {
     console.error(`error: ${error.message}`);
     return 2;
@@ -96,16 +49,23 @@ function report(error: unknown): number {
   return 1;
 }
 
-async function main(args: string[]): Promise<number> {
-  const [command, ...rest] = args;
+/** Runs the command line `args` and returns the exit code. */
+export async function main(args: string[]): Promise<number> {
+  const [name, ...rest] = args;
   try {
-    if (command === "run") await runCommand(rest);
-    else if (command === undefined || command === "--help" || command === "help") {
+    if (name === undefined || name === "--help" || name === "help") {
       console.log(USAGE);
-    } else throw new UserError(`unknown command "${command}"; the commands are: run`);
-    return 0;
+      return 0;
+    }
+    const command = COMMANDS.find((c) => c.name === name);
+    if (command === undefined) {
+      throw new UserError(
+        `unknown command "${name}"; the commands are: ${COMMANDS.map((c) => c.name).join(", ")}`,
+      );
+    }
+    return await command.run(rest);
   } catch (error) {
-    return report(error);
+    return reportError(error);
   }
 }
 

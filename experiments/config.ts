@@ -1,11 +1,14 @@
 /**
- * Experiment config: the zod schema with its defaults, YAML loading, `--set` overrides and the
- * config hash that names a run.
+ * Experiment config: the zod schema built from the registries, YAML loading with `extends:`,
+ * typed `--set` overrides and the config hash that names a run.
  *
  * YAML is read with the `yaml` package's default YAML 1.2 core schema, so `seed: 010` is 10 and
  * `no`, `on`, `y` stay strings. Every object is strict, so a misspelt key fails validation with the
  * list of valid keys instead of being ignored. zod 4's `z.number()` rejects NaN and ±Infinity, so
  * `lr: .inf` is invalid.
+ *
+ * The `task`, `optimizer` and `schedule` sections select a registered entry by `name` (see
+ * registry.ts); the rest of the section holds that entry's options.
  *
  * Example:
  * ```ts
@@ -17,14 +20,21 @@
 import { createHash } from "node:crypto";
 import YAML from "yaml";
 import { z } from "zod";
+import { describeValue, isMapping, PLAN_KEYS, readConfigTree } from "./config_source.ts";
+import { formatIssues, type SchemaLookup } from "./config_issues.ts";
 import { UserError } from "./errors.ts";
-
-const TaskConfig = z.strictObject({
-  name: z.literal("lm").default("lm"),
-  corpus: z.enum(["moby-dick"]).default("moby-dick"),
-  seqLen: z.int().min(2).default(64),
-  valFraction: z.number().gt(0).max(0.5).default(0.1),
-});
+import {
+  AdamWOptions,
+  LmTaskOptions,
+  MuonOptions,
+  optimizers,
+  type Registry,
+  schedules,
+  SgdOptions,
+  tasks,
+  WarmupScheduleOptions,
+  WsdScheduleOptions,
+} from "./registry.ts";
 
 const ModelConfig = z.strictObject({
   dModel: z.int().min(1).default(96),
@@ -39,30 +49,16 @@ const ModelConfig = z.strictObject({
   initStd: z.number().gt(0).default(0.02),
 });
 
-const OptimizerConfig = z.strictObject({
-  name: z.literal("adamw").default("adamw"),
-  lr: z.number().gt(0).default(3e-3),
-  beta1: z.number().min(0).lt(1).default(0.9),
-  beta2: z.number().min(0).lt(1).default(0.95),
-  eps: z.number().gt(0).default(1e-8),
-  weightDecay: z.number().min(0).default(0.1),
-  // Maximum global gradient norm; 0 disables clipping.
-  gradClip: z.number().min(0).default(1.0),
-});
-
-const ScheduleConfig = z.strictObject({
-  name: z.enum(["cosine", "constant"]).default("cosine"),
-  warmupSteps: z.int().min(0).default(50),
-  // The cosine schedule decays from lr to lr * minLrRatio.
-  minLrRatio: z.number().min(0).max(1).default(0.1),
-});
-
 const TrainConfig = z.strictObject({
   steps: z.int().min(1).default(600),
   batchSize: z.int().min(1).default(16),
   logEvery: z.int().min(1).default(10),
   evalEvery: z.int().min(1).default(100),
   evalBatches: z.int().min(1).default(8),
+  // Steps between checkpoints; 0 saves only at the end of the run.
+  checkpointEvery: z.int().min(0).default(0),
+  // How many of the newest checkpoints to keep.
+  keepCheckpoints: z.int().min(1).default(2),
 });
 
 const OutputConfig = z.strictObject({
@@ -75,64 +71,68 @@ const ExperimentName = z
   .regex(/^[A-Za-z0-9_.-]+$/, "must contain only letters, digits, '_', '.' and '-'")
   .refine((name) => name !== "." && name !== "..", "must not be '.' or '..'");
 
-/** The schema of an experiment config; every section is optional and filled with defaults. */
-export const ExperimentConfig = z
-  .strictObject({
-    experiment: ExperimentName,
-    seed: z.int().min(0).default(0),
-    backend: z.enum(["webgpu", "cpu"]).default("webgpu"),
-    // `prefault({})` parses an omitted section as `{}`, so its fields get their own defaults.
-    task: TaskConfig.prefault({}),
-    model: ModelConfig.prefault({}),
-    optimizer: OptimizerConfig.prefault({}),
-    schedule: ScheduleConfig.prefault({}),
-    train: TrainConfig.prefault({}),
-    output: OutputConfig.prefault({}),
-  })
-  .superRefine((config, ctx) => {
-    const { dModel, numHeads, position } = config.model;
+/**
+ * The sections whose `name` selects a registry entry, with the registry. Each section defaults
+ * to the first entry registered.
+ */
+export const REGISTERED_SECTIONS: Record<string, Registry<unknown>> = {
+  task: tasks as Registry<unknown>,
+  optimizer: optimizers as Registry<unknown>,
+  schedule: schedules as Registry<unknown>,
+};
 
-    if (dModel % numHeads !== 0) {
-      ctx.addIssue({
-        code: "custom",
-        path: ["model", "numHeads"],
-        input: numHeads,
-        message: `model.numHeads is ${numHeads} but model.dModel is ${dModel}; ` +
-          `choose numHeads that divides dModel`,
-      });
-      return;
-    }
-
-    // RoPE rotates pairs of features within each head, so the head size must be even.
-    const headSize = dModel / numHeads;
-    if (position === "rope" && headSize % 2 !== 0) {
-      ctx.addIssue({
-        code: "custom",
-        path: ["model", "position"],
-        input: position,
-        message: `model.position is rope but the head size dModel / numHeads = ` +
-          `${dModel} / ${numHeads} = ${headSize} is odd; choose dModel and numHeads with an even ` +
-          `head size, or set model.position to learned or none`,
-      });
-    }
-  });
-
-/** A validated experiment config with every default filled in. */
-export type ExperimentConfig = z.infer<typeof ExperimentConfig>;
+export { PLAN_KEYS };
 
 /**
- * Reads a YAML config, applies `--set key.path=value` overrides in order and validates it.
+ * A validated experiment config with every default filled in.
  *
- * Returns the config and `text`, the resolved config as YAML, for the run directory.
- * Throws `UserError` for a missing or unreadable file, invalid YAML, an invalid override or an
- * invalid value.
+ * The sections chosen by name are typed with today's built-in entries. An entry registered at
+ * run time is validated by its own schema but reaches the trainer under these types.
+ */
+export interface ExperimentConfig {
+  experiment: string;
+  seed: number;
+  backend: "webgpu" | "cpu";
+  task: { name: "lm" } & z.output<typeof LmTaskOptions>;
+  model: z.output<typeof ModelConfig>;
+  optimizer:
+    | ({ name: "adamw" } & z.output<typeof AdamWOptions>)
+    | ({ name: "muon" } & z.output<typeof MuonOptions>)
+    | ({ name: "sgd" } & z.output<typeof SgdOptions>);
+  schedule:
+    | ({ name: "cosine" | "constant" } & z.output<typeof WarmupScheduleOptions>)
+    | ({ name: "wsd" } & z.output<typeof WsdScheduleOptions>);
+  train: z.output<typeof TrainConfig>;
+  output: z.output<typeof OutputConfig>;
+}
+
+let cachedSchema: { key: string; schema: z.ZodType } | undefined;
+
+/**
+ * Returns the config schema for the current registry contents; it is rebuilt after any
+ * registration, so a name registered before validation is accepted.
+ */
+export function configSchema(): z.ZodType {
+  const key = Object.values(REGISTERED_SECTIONS).map((registry) => registry.version).join(",");
+  if (cachedSchema?.key !== key) cachedSchema = { key, schema: buildSchema() };
+  return cachedSchema.schema;
+}
+
+/**
+ * Reads a YAML config and the files it extends, applies `--set key.path=value` overrides in order
+ * and validates it.
+ *
+ * The plan keys (`arms`, `seeds`, `sweep`, `claims`, `baseline`) are left out: this returns the
+ * base config, and `loadPlan` in plan.ts expands an experiment into runs. Returns the config and
+ * `text`, the resolved config as YAML, for the run directory. Throws `UserError` for a missing or
+ * unreadable file, invalid YAML, an invalid override or an invalid value.
  */
 export async function loadConfig(
   path: string,
   overrides: string[] = [],
 ): Promise<{ config: ExperimentConfig; text: string }> {
-  const source = await readConfigFile(path);
-  let raw = parseYaml(source, path);
+  let raw = await readConfigTree(path);
+  if (isMapping(raw)) raw = withoutPlanKeys(raw);
 
   const overridden = new Set<string>();
   for (const override of overrides) {
@@ -140,8 +140,8 @@ export async function loadConfig(
     overridden.add(override.slice(0, override.indexOf("=")).trim());
   }
 
-  const config = validate(raw, path, overridden);
-  return { config, text: YAML.stringify(config) };
+  const config = validateConfig(raw, path, overridden);
+  return { config, text: configText(config) };
 }
 
 /**
@@ -151,92 +151,23 @@ export async function loadConfig(
  * Throws `UserError` listing every invalid key and value, one per line.
  */
 export function parseConfig(raw: unknown, source: string): ExperimentConfig {
-  return validate(raw, source, new Set());
+  return validateConfig(raw, source, new Set());
+}
+
+/** The resolved config as YAML, as saved in a run directory. */
+export function configText(config: ExperimentConfig): string {
+  return YAML.stringify(config);
 }
 
 /**
- * Returns a copy of `raw` with one `key.path=value` override applied.
- *
- * The value is parsed as a YAML 1.2 scalar, so `train.steps=10` sets a number and
- * `model.mlp=swiglu` a string. Throws `UserError` when the override has no `=`, when the key path
- * is not in the schema (naming the valid keys at that level), or when the value is not a scalar.
+ * Validates `raw`; keys in `overridden` are marked "(from --set)" in error lines.
+ * Throws `UserError` with one line per invalid key or value.
  */
-export function applyOverride(raw: unknown, override: string): Record<string, unknown> {
-  const equals = override.indexOf("=");
-  const keyPath = equals < 0 ? "" : override.slice(0, equals).trim();
-  if (keyPath === "") {
-    throw new UserError(
-      `--set expects key.path=value, for example --set train.steps=10, got "${override}"`,
-    );
-  }
-
-  const keys = keyPath.split(".");
-  checkOverridePath(keys, keyPath);
-  const value = parseScalar(override.slice(equals + 1), keyPath);
-
-  const result = raw === undefined || raw === null ? {} : structuredClone(raw);
-  if (!isMapping(result)) {
-    throw new UserError(`--set ${keyPath}: the config is not a mapping, so no key can be set`);
-  }
-
-  let section: Record<string, unknown> = result;
-  for (let i = 0; i < keys.length - 1; i++) {
-    const child = section[keys[i]] ?? {};
-    if (!isMapping(child)) {
-      const sectionPath = keys.slice(0, i + 1).join(".");
-      throw new UserError(
-        `--set ${keyPath}: ${sectionPath} is ${describeValue(child)} in the config, not a ` +
-          `mapping; fix ${sectionPath} in the config file`,
-      );
-    }
-    section[keys[i]] = child;
-    section = child;
-  }
-  section[keys[keys.length - 1]] = value;
-
-  return result;
-}
-
-/**
- * Returns a stable 12-hex-digit hash of a config: the first 12 hex digits of the SHA-256 of its
- * canonical JSON (object keys sorted at every level).
- */
-export function configHash(config: ExperimentConfig): string {
-  return createHash("sha256").update(canonicalJson(config)).digest("hex").slice(0, 12);
-}
-
-async function readConfigFile(path: string): Promise<string> {
-  try {
-    return await Deno.readTextFile(path);
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) {
-      throw new UserError(
-        `config file not found: ${path}; check the path, or run ls configs/ to list the configs`,
-      );
-    }
-    const reason = error instanceof Error ? error.message : String(error);
-    throw new UserError(
-      `cannot read config file ${path}: ${reason}; check that it is a readable file, or run ` +
-        `ls configs/ to list the configs`,
-    );
-  }
-}
-
-function parseYaml(text: string, source: string): unknown {
-  const doc = YAML.parseDocument(text);
-  const error = doc.errors[0];
-  if (error === undefined) return doc.toJS();
-
-  const position = error.linePos?.[0];
-  const location = position === undefined ? source : `${source}:${position.line}:${position.col}`;
-  // The yaml package appends " at line L, column C:" and a code frame; the location is given above.
-  const reason = error.message.split(" at line ")[0];
-  const lineText = position === undefined ? "" : text.split("\n")[position.line - 1]?.trim();
-  const shown = lineText ? `; the line is: ${lineText}` : "";
-  throw new UserError(`${location}: invalid YAML: ${reason}${shown}`);
-}
-
-function validate(raw: unknown, source: string, overridden: Set<string>): ExperimentConfig {
+export function validateConfig(
+  raw: unknown,
+  source: string,
+  overridden: Set<string>,
+): ExperimentConfig {
   if (raw === undefined || raw === null) {
     throw new UserError(
       `${source}: the config is empty; it needs at least "experiment: <name>", see ` +
@@ -250,94 +181,226 @@ function validate(raw: unknown, source: string, overridden: Set<string>): Experi
     );
   }
 
-  const result = ExperimentConfig.safeParse(raw, { reportInput: true });
-  if (result.success) return result.data;
+  const result = configSchema().safeParse(raw, { reportInput: true });
+  if (result.success) return result.data as ExperimentConfig;
 
-  const lines = result.error.issues.flatMap((issue) => formatIssue(issue, source, overridden));
-  throw new UserError(lines.join("\n"));
+  const lookup = schemaLookup(raw);
+  throw new UserError(formatIssues(result.error.issues, source, lookup, overridden).join("\n"));
 }
 
-function formatIssue(issue: z.core.$ZodIssue, source: string, overridden: Set<string>): string[] {
-  const path = issue.path.map(String);
-  const dotted = path.join(".");
-  const origin = overridden.has(dotted) ? " (from --set)" : "";
+/**
+ * Returns a copy of `raw` with one `key.path=value` override applied.
+ *
+ * The value is typed by the schema: for a string or choice key the text is kept as written (so
+ * `experiment=001` is the string "001"); otherwise it is parsed as a YAML 1.2 scalar, so
+ * `train.steps=10` sets a number and `model.tieEmbeddings=false` a boolean. Throws `UserError`
+ * when the override has no `=`, when the key path is not in the schema (naming the valid keys at
+ * that level), or when the value is not a scalar.
+ */
+export function applyOverride(raw: unknown, override: string): Record<string, unknown> {
+  const equals = override.indexOf("=");
+  const keyPath = equals < 0 ? "" : override.slice(0, equals).trim();
+  if (keyPath === "") {
+    throw new UserError(
+      `--set expects key.path=value, for example --set train.steps=10, got "${override}"`,
+    );
+  }
 
-  switch (issue.code) {
-    case "unrecognized_keys": {
-      const valid = sectionKeys(path).join(", ");
-      return issue.keys.map((key) =>
-        `${source}: ${[...path, key].join(".")}: unknown key; valid keys: ${valid}`
+  const keys = keyPath.split(".");
+  const lookup = schemaLookup(raw);
+  checkKeyPath(keys, lookup, `--set ${keyPath}`);
+  const text = override.slice(equals + 1);
+  const value = takesText(lookup.leafAt(keys)) ? text.trim() : parseScalar(text, keyPath);
+
+  return setPath(raw, keys, value, `--set ${keyPath}`, "in the config");
+}
+
+/**
+ * Returns a copy of `raw` with the value at `keys` replaced, creating sections as needed.
+ * `origin` starts each error message (for example `--set train.steps`); `where` says where the
+ * offending section is written.
+ */
+export function setPath(
+  raw: unknown,
+  keys: string[],
+  value: unknown,
+  origin: string,
+  where: string,
+): Record<string, unknown> {
+  const result = raw === undefined || raw === null ? {} : structuredClone(raw);
+  if (!isMapping(result)) {
+    throw new UserError(`${origin}: the config is not a mapping, so no key can be set`);
+  }
+
+  let section: Record<string, unknown> = result;
+  for (let i = 0; i < keys.length - 1; i++) {
+    const child = section[keys[i]] ?? {};
+    if (!isMapping(child)) {
+      const sectionPath = keys.slice(0, i + 1).join(".");
+      throw new UserError(
+        `${origin}: ${sectionPath} is ${describeValue(child)} ${where}, not a mapping; fix ` +
+          `${sectionPath} ${where}`,
       );
     }
-    case "custom":
-      // Cross-field checks write whole sentences that start with the path.
-      if (issue.message.startsWith(dotted)) return [`${source}: ${issue.message}${origin}`];
-      return [`${source}: ${dotted}: ${describeIssue(issue, path)}${origin}`];
-    default:
-      return [`${source}: ${dotted || "(top level)"}: ${describeIssue(issue, path)}${origin}`];
+    section[keys[i]] = child;
+    section = child;
   }
+  section[keys[keys.length - 1]] = value;
+
+  return result;
 }
 
-function describeIssue(issue: z.core.$ZodIssue, path: string[]): string {
-  const input = (issue as { input?: unknown }).input;
-  const got = `got ${describeValue(input)}`;
-  // zod reports `origin: "number"` for range checks on integers, so the schema decides the noun.
-  const schema = schemaAt(path);
-  const kind = schema instanceof z.ZodNumber && schema.isInt ? "an integer" : "a number";
+/**
+ * Checks that `keys` names a value (not a section) in the schema for `raw`; throws `UserError`
+ * starting with `origin` and naming the valid keys at the level that is wrong.
+ */
+export function checkKeyPath(keys: string[], lookup: SchemaLookup, origin: string): void {
+  for (let i = 0; i < keys.length; i++) {
+    const parent = keys.slice(0, i);
+    const parentKeys = lookup.keysAt(parent);
+    const where = parent.length === 0 ? "at the top level" : `in ${parent.join(".")}`;
 
-  switch (issue.code) {
-    case "invalid_type": {
-      const expected = describeType(issue.expected);
-      if (input === undefined) return `required but missing; add it with ${expected} as its value`;
-      return `expected ${expected}, ${got}`;
+    if (parentKeys === undefined) {
+      throw new UserError(
+        `${origin}: ${parent.join(".")} is a value, not a section, so it has no key "${keys[i]}"`,
+      );
     }
-    case "too_small":
-      if (issue.origin === "string") return `must not be empty, ${got}`;
-      return `expected ${kind} ${issue.inclusive ? ">=" : ">"} ${issue.minimum}, ${got}`;
-    case "too_big":
-      return `expected ${kind} ${issue.inclusive ? "<=" : "<"} ${issue.maximum}, ${got}`;
-    case "invalid_value":
-      return `expected one of ${issue.values.map(String).join(", ")}, ${got}`;
-    default:
-      return `${issue.message}, ${got}`;
+    if (!parentKeys.includes(keys[i])) {
+      throw new UserError(
+        `${origin}: unknown key "${keys[i]}" ${where}; valid keys: ${parentKeys.join(", ")}`,
+      );
+    }
+  }
+
+  const children = lookup.keysAt(keys);
+  if (children !== undefined) {
+    const keyPath = keys.join(".");
+    const listed = children.map((key) => `${keyPath}.${key}`).join(", ");
+    throw new UserError(`${origin}: ${keyPath} is a section; set one of ${listed}`);
   }
 }
 
-function describeType(expected: string): string {
-  switch (expected) {
-    case "int":
-      return "an integer";
-    case "number":
-      return "a finite number";
-    case "boolean":
-      return "true or false";
-    case "string":
-      return "a string";
-    case "object":
-      return "a mapping";
-    default:
-      return expected;
+/**
+ * Returns a stable 12-hex-digit hash of a config: the first 12 hex digits of the SHA-256 of its
+ * canonical JSON (object keys sorted at every level).
+ */
+export function configHash(config: ExperimentConfig): string {
+  return createHash("sha256").update(canonicalJson(config)).digest("hex").slice(0, 12);
+}
+
+/**
+ * Returns lookups into the schema for `raw`: in a registered section, the keys are those of the
+ * entry that `raw` names there (or of the default entry).
+ */
+export function schemaLookup(raw: unknown): SchemaLookup {
+  const leafAt = (keys: string[]): z.ZodType | undefined => {
+    let schema: z.ZodType = topLevelObject();
+    for (let i = 0; i < keys.length; i++) {
+      if (!(schema instanceof z.ZodObject)) return undefined;
+      const child = i === 0 && keys[0] in REGISTERED_SECTIONS
+        ? registeredVariant(keys[0], raw)
+        : (schema.shape as Record<string, z.ZodType>)[keys[i]];
+      if (child === undefined) return undefined;
+      schema = unwrap(child);
+    }
+    return schema;
+  };
+
+  const keysAt = (keys: string[]): string[] | undefined => {
+    const schema = leafAt(keys);
+    return schema instanceof z.ZodObject ? Object.keys(schema.shape) : undefined;
+  };
+
+  const registryAt = (keys: string[]) =>
+    keys.length === 1 ? REGISTERED_SECTIONS[keys[0]] : undefined;
+
+  return { leafAt, keysAt, registryAt };
+}
+
+function buildSchema(): z.ZodType {
+  return z
+    .strictObject({
+      experiment: ExperimentName,
+      seed: z.int().min(0).default(0),
+      backend: z.enum(["webgpu", "cpu"]).default("webgpu"),
+      task: registeredSection(tasks as Registry<unknown>),
+      // `prefault({})` parses an omitted section as `{}`, so its fields get their own defaults.
+      model: ModelConfig.prefault({}),
+      optimizer: registeredSection(optimizers as Registry<unknown>),
+      schedule: registeredSection(schedules as Registry<unknown>),
+      train: TrainConfig.prefault({}),
+      output: OutputConfig.prefault({}),
+    })
+    .superRefine((config, ctx) => checkModel(config.model, ctx));
+}
+
+/**
+ * A section that selects a registry entry by `name`: a discriminated union of one strict object
+ * per entry. An omitted section or name selects the first registered entry.
+ */
+function registeredSection(registry: Registry<unknown>): z.ZodType {
+  const variants = registry.entries().map((entry): z.ZodObject =>
+    z.strictObject({ name: z.literal(entry.name), ...entry.options.shape })
+  );
+  const defaultName = registry.names()[0];
+  const fillName = (value: unknown) => {
+    if (value === undefined) return { name: defaultName };
+    if (isMapping(value) && value.name === undefined) return { name: defaultName, ...value };
+    return value;
+  };
+  return z.preprocess(
+    fillName,
+    z.discriminatedUnion("name", variants as [z.ZodObject, ...z.ZodObject[]]),
+  );
+}
+
+function checkModel(model: z.output<typeof ModelConfig>, ctx: z.RefinementCtx): void {
+  const { dModel, numHeads, position } = model;
+
+  if (dModel % numHeads !== 0) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["model", "numHeads"],
+      input: numHeads,
+      message: `model.numHeads is ${numHeads} but model.dModel is ${dModel}; ` +
+        `choose numHeads that divides dModel`,
+    });
+    return;
+  }
+
+  // RoPE rotates pairs of features within each head, so the head size must be even.
+  const headSize = dModel / numHeads;
+  if (position === "rope" && headSize % 2 !== 0) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["model", "position"],
+      input: position,
+      message: `model.position is rope but the head size dModel / numHeads = ` +
+        `${dModel} / ${numHeads} = ${headSize} is odd; choose dModel and numHeads with an even ` +
+        `head size, or set model.position to learned or none`,
+    });
   }
 }
 
-function describeValue(value: unknown): string {
-  if (value === null) return "an empty value (null)";
-  if (Array.isArray(value)) return "a list";
-  if (typeof value === "object") return "a mapping";
-  if (typeof value === "string") return JSON.stringify(value);
-  return String(value);
+/** The top-level object schema, from which the lookups walk. */
+function topLevelObject(): z.ZodObject {
+  return unwrap(configSchema()) as z.ZodObject;
 }
 
-/** Returns the schema at a key path, unwrapping defaults; undefined when the path is not in it. */
-function schemaAt(keys: string[]): z.ZodType | undefined {
-  let schema: z.ZodType = unwrap(ExperimentConfig);
-  for (const key of keys) {
-    if (!(schema instanceof z.ZodObject)) return undefined;
-    const child = (schema.shape as Record<string, z.ZodType>)[key];
-    if (child === undefined) return undefined;
-    schema = unwrap(child);
+/** The strict object of the entry that `raw` selects in a registered section. */
+function registeredVariant(section: string, raw: unknown): z.ZodObject {
+  const registry = REGISTERED_SECTIONS[section];
+  const value = isMapping(raw) ? raw[section] : undefined;
+  const name = isMapping(value) && typeof value.name === "string"
+    ? value.name
+    : registry.names()[0];
+
+  if (registry.has(name)) {
+    return z.strictObject({ name: z.string(), ...registry.get(name).options.shape });
   }
-  return schema;
+  // An unknown name: accept the keys of every entry here, and let validation report the name.
+  const shapes = registry.entries().map((entry) => entry.options.shape);
+  return z.strictObject(Object.assign({ name: z.string() }, ...shapes));
 }
 
 /** Strips default, prefault and refinement wrappers down to the object or leaf schema. */
@@ -347,35 +410,13 @@ function unwrap(schema: z.ZodType): z.ZodType {
   return inner;
 }
 
-function sectionKeys(keys: string[]): string[] {
-  const schema = schemaAt(keys);
-  return schema instanceof z.ZodObject ? Object.keys(schema.shape) : [];
-}
-
-function checkOverridePath(keys: string[], keyPath: string): void {
-  for (let i = 0; i < keys.length; i++) {
-    const parent = keys.slice(0, i);
-    const parentSchema = schemaAt(parent);
-    const where = parent.length === 0 ? "at the top level" : `in ${parent.join(".")}`;
-
-    if (!(parentSchema instanceof z.ZodObject)) {
-      throw new UserError(
-        `--set ${keyPath}: ${parent.join(".")} is a value, not a section, so it has no key ` +
-          `"${keys[i]}"`,
-      );
-    }
-    if (!(keys[i] in parentSchema.shape)) {
-      throw new UserError(
-        `--set ${keyPath}: unknown key "${keys[i]}" ${where}; valid keys: ` +
-          sectionKeys(parent).join(", "),
-      );
-    }
+/** True when a `--set` value for this schema is a string as written. */
+function takesText(schema: z.ZodType | undefined): boolean {
+  if (schema instanceof z.ZodString) return true;
+  if (schema instanceof z.ZodEnum) {
+    return Object.values(schema.enum).every((value) => typeof value === "string");
   }
-
-  if (schemaAt(keys) instanceof z.ZodObject) {
-    const children = sectionKeys(keys).map((key) => `${keyPath}.${key}`).join(", ");
-    throw new UserError(`--set ${keyPath}: ${keyPath} is a section; set one of ${children}`);
-  }
+  return false;
 }
 
 function parseScalar(text: string, keyPath: string): unknown {
@@ -396,8 +437,10 @@ function parseScalar(text: string, keyPath: string): unknown {
   return value;
 }
 
-function isMapping(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
+function withoutPlanKeys(raw: Record<string, unknown>): Record<string, unknown> {
+  const result = { ...raw };
+  for (const key of PLAN_KEYS) delete result[key];
+  return result;
 }
 
 function canonicalJson(value: unknown): string {

@@ -6,7 +6,7 @@
  * is a failure during a run and exits with status 1.
  */
 
-/** Invalid input from the user; the message says what was invalid, the value, and the fix. */
+/** Invalid input from the user; the message names what was invalid, the value, and the fix. */
 export class UserError extends Error {
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);

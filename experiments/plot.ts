@@ -2,8 +2,8 @@
  * Line plots as PNG files, drawn by chart.js on an @napi-rs/canvas canvas.
  *
  * @napi-rs/canvas ships prebuilt binaries in its npm package, so no native build or system cairo
- * is needed. The canvas has no system fonts to rely on, so the DejaVu Sans font from the
- * `dejavu-fonts-ttf` npm package is registered once; without it, text may render as boxes.
+ * is needed. The canvas may find no system fonts, so the DejaVu Sans font from the
+ * `dejavu-fonts-ttf` npm package is registered once. Without it, text may render as boxes.
  *
  * Example:
  * ```ts
@@ -16,7 +16,8 @@
 
 import { createRequire } from "node:module";
 import { createCanvas, GlobalFonts } from "@napi-rs/canvas";
-import { Chart, registerables } from "chart.js";
+import { Chart, type ChartConfiguration, registerables } from "chart.js";
+import { type ChartConfig, finishChartConfig } from "./chart_configs.ts";
 import { UserError } from "./errors.ts";
 
 /** One line of a plot. Points with a non-finite `y` are drawn as gaps. */
@@ -84,6 +85,32 @@ export async function plotLines(path: string, options: PlotOptions): Promise<voi
   try {
     const png = await canvas.encode("png");
     await Deno.writeFile(path, png);
+  } finally {
+    chart.destroy();
+  }
+}
+
+/**
+ * Draws a chart.js configuration from chart_configs.ts (band lines, heatmaps) and writes it to
+ * `path` as a PNG of `width` × `height` pixels (default 800 × 500).
+ */
+export async function plotChart(
+  path: string,
+  config: ChartConfig,
+  size: { width?: number; height?: number } = {},
+): Promise<void> {
+  setupChart();
+
+  const canvas = createCanvas(size.width ?? 800, size.height ?? 500);
+  const finished = finishChartConfig(structuredClone(config));
+  finished.options.devicePixelRatio = 1;
+  const chart = new Chart(canvas as unknown as HTMLCanvasElement, {
+    ...finished,
+    plugins: [whiteBackground],
+  } as unknown as ChartConfiguration);
+
+  try {
+    await Deno.writeFile(path, await canvas.encode("png"));
   } finally {
     chart.destroy();
   }

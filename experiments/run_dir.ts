@@ -5,7 +5,7 @@
  * (non-recursive) mkdir, which fails when the directory exists, and the next suffix is tried.
  */
 
-import { join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { RunError } from "./errors.ts";
 
 /** Options for `createRunDir`. */
@@ -53,6 +53,30 @@ export async function createRunDir(
     `cannot create a run directory in ${parent}: ${baseId} and its suffixes -2 to ` +
       `-${MAX_SUFFIX} all exist; remove old runs or wait a second`,
   );
+}
+
+/**
+ * Creates the run directory `dir`, whose parent may not exist yet, and its `plots/` folder.
+ *
+ * The run id is the directory's name. Throws `RunError` when `dir` exists, because a run never
+ * writes into another run's directory, or when it cannot be created.
+ */
+export async function createNamedRunDir(dir: string): Promise<{ dir: string; runId: string }> {
+  await Deno.mkdir(dirname(dir), { recursive: true });
+
+  try {
+    await Deno.mkdir(dir);
+  } catch (error) {
+    if (error instanceof Deno.errors.AlreadyExists) {
+      throw new RunError(`cannot create run directory ${dir}: it exists; remove it to rerun`, {
+        cause: error,
+      });
+    }
+    throw new RunError(`cannot create run directory ${dir}: ${String(error)}`, { cause: error });
+  }
+
+  await Deno.mkdir(join(dir, "plots"));
+  return { dir, runId: basename(dir) };
 }
 
 function formatUtc(date: Date): string {

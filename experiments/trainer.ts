@@ -1,26 +1,31 @@
 /**
- * The trainer: builds the task, model and optimizer of one run, trains, evaluates, and writes the
- * run directory (config.yaml, metrics.csv, plots/loss.png, summary.json).
+ * The trainer: builds the task, model and optimizer of one run, trains, evaluates, checkpoints,
+ * and writes the run directory (config.yaml, metrics.csv, plots/loss.png, checkpoints/,
+ * summary.json). A run continues from its newest checkpoint with `resume`.
  *
  * One step reads nothing back from the device unless it logs: the loss and gradient norm are read
  * every `logEvery` steps, the validation loss every `evalEvery` steps and at the end.
  */
 
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import type { Backend } from "../kernels/backend.ts";
 import { DecoderLM } from "../layers/models/decoder_lm.ts";
-import { AdamW } from "../optim/adamw.ts";
-import { globalGradNorm, zeroGrad } from "../optim/clip.ts";
-import { learningRate } from "../optim/schedule.ts";
-import { backward, noGrad, Rng, Tensor, withScope } from "../tensor/mod.ts";
+import { describeGroups } from "../optim/groups.ts";
+import { Rng } from "../tensor/mod.ts";
+import { saveCheckpoint } from "./checkpoint/checkpoint.ts";
 import { configHash, type ExperimentConfig } from "./config.ts";
 import { CsvWriter } from "./csv.ts";
 import { RunError } from "./errors.ts";
 import { plotLines } from "./plot.ts";
 import { Progress } from "./progress.ts";
-import { createRunDir } from "./run_dir.ts";
+import { optimizers, schedules } from "./registry.ts";
+import { restoreLatest, truncateMetrics } from "./resume.ts";
+import { createNamedRunDir, createRunDir } from "./run_dir.ts";
 import { moelabVersion, type RunSummary, writeSummary } from "./summary.ts";
-import { type LmTask, loadTask } from "./tasks/lm.ts";
+import { loadTask } from "./tasks/lm.ts";
+import { evaluate, trainStep } from "./train_step.ts";
+
+export { evaluate, trainStep } from "./train_step.ts";
 
 export const METRIC_COLUMNS = [
   "step",
@@ -40,6 +45,18 @@ export interface TrainOptions {
   log?: (line: string) => void;
   /** Draws a progress line when stdout is a terminal (default true). */
   progress?: boolean;
+  /**
+   * The run directory to create and write, which must not exist yet (default: a new timestamped
+   * directory under output.dir/experiment). Its name becomes the run id.
+   */
+  runDir?: string;
+  /** Continue the run in this existing directory from its newest checkpoint. */
+  resume?: { dir: string; force?: boolean };
+  /**
+   * Stops training when aborted: the current step finishes, a checkpoint is written, and `train`
+   * rejects with a `RunError` saying where the run can resume.
+   */
+  signal?: AbortSignal;
 }
 
 export interface TrainResult {
@@ -48,16 +65,27 @@ export interface TrainResult {
   summary: RunSummary;
 }
 
-/** Trains one run to completion and returns where it was written. */
+interface HistoryRow {
+  step: number;
+  trainLoss: number;
+  valLoss: number;
+}
+
+/** Trains one run to completion (or to its abort) and returns where it was written. */
 export async function train(config: ExperimentConfig, options: TrainOptions): Promise<TrainResult> {
   const { backend } = options;
   const log = options.log ?? ((line: string) => console.log(line));
   const hash = configHash(config);
-  const startedAt = new Date();
   const started = performance.now();
 
-  const { dir, runId } = await createRunDir(config.output.dir, config.experiment, hash);
-  await Deno.writeTextFile(join(dir, "config.yaml"), options.configText);
+  const { dir, runId } = options.resume !== undefined
+    ? { dir: options.resume.dir, runId: basename(options.resume.dir) }
+    : options.runDir !== undefined
+    ? await createNamedRunDir(options.runDir)
+    : await createRunDir(config.output.dir, config.experiment, hash);
+  if (options.resume === undefined) {
+    await Deno.writeTextFile(join(dir, "config.yaml"), options.configText);
+  }
   log(`run ${runId}: moelab ${moelabVersion()}, ${backend.description}, config ${hash}`);
   log(`writing to ${dir}`);
 
@@ -68,11 +96,44 @@ export async function train(config: ExperimentConfig, options: TrainOptions): Pr
     vocabSize: task.vocabSize,
     maxSeqLen: config.task.seqLen,
   });
-  const optimizer = new AdamW(model.parameters(), config.optimizer);
+  const parameters = model.parameters();
+  const { optimizer, warnings } = optimizers.get(config.optimizer.name).create(
+    parameters,
+    config.optimizer,
+  );
+  const schedule = schedules.get(config.schedule.name).create(config.schedule);
+  for (const warning of warnings) log(`warning: ${warning}`);
+  for (const line of describeGroups(optimizer.groups, parameters)) log(line);
   log(`model: ${model.parameterCount()} parameters; data: ${task.describe()}`);
 
-  const metrics = await CsvWriter.create(join(dir, "metrics.csv"), METRIC_COLUMNS);
-  const history: { step: number; trainLoss: number; valLoss: number }[] = [];
+  let dataRng = rng.fork("data");
+  let startStep = 0;
+  const history: HistoryRow[] = [];
+  const metricsPath = join(dir, "metrics.csv");
+  if (options.resume !== undefined) {
+    const { state, warning } = await restoreLatest(
+      dir,
+      hash,
+      parameters,
+      optimizer,
+      options.resume.force ?? false,
+    );
+    if (warning !== null) log(`warning: ${warning}`);
+    startStep = state.step;
+    dataRng = Rng.fromState(state.dataRng);
+    for (const row of await truncateMetrics(metricsPath, startStep)) {
+      history.push({
+        step: Number(row.step),
+        trainLoss: Number(row.train_loss),
+        valLoss: row.val_loss === "" ? NaN : Number(row.val_loss),
+      });
+    }
+    log(`resuming at step ${startStep} from ${join(dir, "checkpoints", `step-${startStep}`)}`);
+  }
+
+  const metrics = await CsvWriter.create(metricsPath, METRIC_COLUMNS, {
+    append: options.resume !== undefined,
+  });
   const progress = new Progress();
   const summary: RunSummary = {
     runId,
@@ -82,32 +143,44 @@ export async function train(config: ExperimentConfig, options: TrainOptions): Pr
     backend: backend.name,
     adapter: backend.description,
     seed: config.seed,
-    startedAt: startedAt.toISOString(),
+    startedAt: new Date().toISOString(),
     wallTimeSeconds: 0,
-    steps: 0,
+    steps: startStep,
     status: "failed",
     finalMetrics: {},
     parameters: model.parameterCount(),
   };
-
   const writeLog = (line: string) => {
     progress.clear();
     log(line);
   };
+  const checkpoint = async (step: number) => {
+    await saveCheckpoint(dir, step, {
+      weights: parameters,
+      optimizer: optimizer.stateTensors(),
+      state: { configHash: hash, dataRng: dataRng.state() },
+    }, config.train.keepCheckpoints);
+  };
 
   try {
-    const dataRng = rng.fork("data");
-    const { steps, batchSize, logEvery, evalEvery } = config.train;
+    const { steps, batchSize, logEvery, evalEvery, checkpointEvery } = config.train;
     const tokensPerStep = batchSize * config.task.seqLen;
     let windowStart = performance.now();
     let windowTokens = 0;
-    let lastTrainLoss = NaN;
+    let lastTrainLoss = history.at(-1)?.trainLoss ?? NaN;
     let lastValLoss = NaN;
 
-    for (let step = 0; step < steps; step++) {
-      const lr = learningRate(config.optimizer.lr, step, steps, config.schedule);
+    for (let step = startStep; step < steps; step++) {
+      const factor = schedule(step, steps);
+      const lr = config.optimizer.lr * factor;
       const batch = task.trainBatch(dataRng, batchSize);
-      const { loss, normSq } = trainStep(model, optimizer, batch, lr, config.optimizer.gradClip);
+      const { loss, normSq } = trainStep(
+        model,
+        optimizer,
+        batch,
+        factor,
+        config.optimizer.gradClip,
+      );
       backend.flush();
       windowTokens += tokensPerStep;
       summary.steps = step + 1;
@@ -121,17 +194,18 @@ export async function train(config: ExperimentConfig, options: TrainOptions): Pr
         if (!Number.isFinite(trainLoss)) {
           throw new RunError(
             `training diverged: train loss is ${trainLoss} at step ${step + 1}; every row logged ` +
-              `before it is in ${join(dir, "metrics.csv")}. Lower optimizer.lr (now ` +
+              `before it is in ${metricsPath}. Lower optimizer.lr (now ` +
               `${config.optimizer.lr}) or enable optimizer.gradClip.`,
           );
         }
         const now = performance.now();
         const tokensPerSecond = windowTokens / ((now - windowStart) / 1000);
-        windowStart = now;
         windowTokens = 0;
         lastTrainLoss = trainLoss;
 
-        const valLoss = evalNow ? await evaluate(model, task, config) : NaN;
+        const valLoss = evalNow
+          ? await evaluate(model, task, batchSize, config.train.evalBatches)
+          : NaN;
         if (evalNow) lastValLoss = valLoss;
         metrics.write({
           step: step + 1,
@@ -146,24 +220,34 @@ export async function train(config: ExperimentConfig, options: TrainOptions): Pr
         writeLog(
           `step ${step + 1}/${steps} loss ${trainLoss.toFixed(4)}` +
             (evalNow ? ` val ${valLoss.toFixed(4)}` : "") +
-            ` lr ${lr.toExponential(2)} gnorm ${gradNorm.toFixed(3)} tok/s ${
-              Math.round(tokensPerSecond)
-            }`,
+            ` lr ${lr.toExponential(2)} gnorm ${gradNorm.toFixed(3)}` +
+            ` tok/s ${Math.round(tokensPerSecond)}`,
         );
-        // The step after an evaluation must not count the evaluation's time.
-        if (evalNow) windowStart = performance.now();
+        // The next window starts after the evaluation and logging, so they do not count.
+        windowStart = performance.now();
+        // Yield to the event loop, so a pending Ctrl-C reaches its listener.
+        await new Promise((resolve) => setTimeout(resolve, 0));
       }
       loss.dispose();
       normSq.dispose();
-      if (options.progress ?? true) {
-        progress.update(
-          step + 1,
-          steps,
-          `loss ${Number.isNaN(lastTrainLoss) ? "-" : lastTrainLoss.toFixed(3)}`,
+
+      if (checkpointEvery > 0 && (step + 1) % checkpointEvery === 0 && !isLast) {
+        await checkpoint(step + 1);
+      }
+      if (options.signal?.aborted && !isLast) {
+        await checkpoint(step + 1);
+        throw new RunError(
+          `interrupted after step ${step + 1}; a checkpoint is in ${dir}/checkpoints; continue ` +
+            `with --resume ${dir}`,
         );
+      }
+      if (options.progress ?? true) {
+        const shown = Number.isNaN(lastTrainLoss) ? "-" : lastTrainLoss.toFixed(3);
+        progress.update(step + 1, steps, `loss ${shown}`);
       }
     }
     progress.done();
+    await checkpoint(steps);
 
     summary.status = "completed";
     summary.finalMetrics = {
@@ -193,53 +277,9 @@ export async function train(config: ExperimentConfig, options: TrainOptions): Pr
   return { dir, runId, summary };
 }
 
-/**
- * One optimizer step: forward, backward, clipping and the AdamW update, inside a scope that
- * returns every intermediate buffer to the pool. Returns the loss and the squared gradient norm,
- * still on the device.
- */
-export function trainStep(
-  model: DecoderLM,
-  optimizer: AdamW,
-  batch: { inputs: Tensor; targets: Tensor },
-  lr: number,
-  gradClip: number,
-): { loss: Tensor; normSq: Tensor } {
-  const params = [...model.parameters().values()];
-  const result = withScope(() => {
-    const loss = model.loss(batch.inputs, batch.targets);
-    backward(loss);
-    const { normSq, coefficient } = globalGradNorm(params, gradClip > 0 ? gradClip : Infinity);
-    optimizer.update(lr, gradClip > 0 ? coefficient : null);
-    return { loss: loss.detach(), normSq };
-  });
-  batch.inputs.dispose();
-  batch.targets.dispose();
-  zeroGrad(params);
-  return result;
-}
-
-/** Mean validation loss over the task's fixed validation batches. */
-export async function evaluate(
-  model: DecoderLM,
-  task: LmTask,
-  config: ExperimentConfig,
-): Promise<number> {
-  let total = 0;
-  const batches = task.valBatches(config.train.batchSize, config.train.evalBatches);
-  for (const batch of batches) {
-    const loss = withScope(() => noGrad(() => model.loss(batch.inputs, batch.targets)));
-    total += await loss.item();
-    loss.dispose();
-    batch.inputs.dispose();
-    batch.targets.dispose();
-  }
-  return total / batches.length;
-}
-
 async function writeLossPlot(
   path: string,
-  history: { step: number; trainLoss: number; valLoss: number }[],
+  history: HistoryRow[],
   experiment: string,
 ): Promise<void> {
   await plotLines(path, {

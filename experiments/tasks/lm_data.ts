@@ -32,36 +32,35 @@ export interface ByteLmDataOptions {
   valFraction: number;
 }
 
-/** Training and validation batches drawn from a byte corpus. */
-export class ByteLmData {
-  readonly vocabSize = 256;
-  readonly seqLen: number;
-  /** Training bytes: the corpus before the validation split. */
-  readonly train: Uint8Array;
-  /** Validation bytes: the last `valFraction` of the corpus. */
-  readonly validation: Uint8Array;
+/** Token ids of one split: bytes, or BPE ids. */
+export type TokenArray = Uint8Array | Uint16Array | Int32Array;
 
-  constructor(bytes: Uint8Array, options: ByteLmDataOptions) {
-    const { seqLen, valFraction } = options;
+/**
+ * Training and validation batches drawn from two token arrays. Windows never cross from one split
+ * into the other, and a batch copies only its own windows, never the whole split.
+ */
+export class TokenLmData {
+  readonly seqLen: number;
+
+  /**
+   * @param unit what one token is, for error messages ("bytes", "tokens").
+   */
+  constructor(
+    readonly train: TokenArray,
+    readonly validation: TokenArray,
+    seqLen: number,
+    readonly vocabSize: number,
+    unit = "tokens",
+  ) {
     if (!Number.isInteger(seqLen) || seqLen < 2) {
       throw new UserError(`task.seqLen is ${seqLen}; choose an integer >= 2`);
     }
-    if (!(valFraction > 0 && valFraction <= 0.5)) {
-      throw new UserError(`task.valFraction is ${valFraction}; choose a value in (0, 0.5]`);
-    }
-
-    const validationLength = Math.floor(bytes.length * valFraction);
-    const splitIndex = bytes.length - validationLength;
     this.seqLen = seqLen;
-    this.train = bytes.subarray(0, splitIndex);
-    this.validation = bytes.subarray(splitIndex);
 
-    for (
-      const [name, split] of [["training", this.train], ["validation", this.validation]] as const
-    ) {
+    for (const [name, split] of [["training", train], ["validation", validation]] as const) {
       if (split.length < seqLen + 1) {
         throw new UserError(
-          `task.seqLen is ${seqLen} but the ${name} split holds only ${split.length} bytes; ` +
+          `task.seqLen is ${seqLen} but the ${name} split contains only ${split.length} ${unit}; ` +
             `choose seqLen <= ${split.length - 1}, or change task.valFraction`,
         );
       }
@@ -103,6 +102,27 @@ export class ByteLmData {
   }
 }
 
+/** Training and validation batches drawn from a byte corpus split at one point. */
+export class ByteLmData extends TokenLmData {
+  declare readonly train: Uint8Array;
+  declare readonly validation: Uint8Array;
+
+  constructor(bytes: Uint8Array, options: ByteLmDataOptions) {
+    const { seqLen, valFraction } = options;
+    if (!Number.isInteger(seqLen) || seqLen < 2) {
+      throw new UserError(`task.seqLen is ${seqLen}; choose an integer >= 2`);
+    }
+    if (!(valFraction > 0 && valFraction <= 0.5)) {
+      throw new UserError(`task.valFraction is ${valFraction}; choose a value in (0, 0.5]`);
+    }
+
+    // The training split is the corpus before the last `valFraction`, the validation split the
+    // rest.
+    const splitIndex = bytes.length - Math.floor(bytes.length * valFraction);
+    super(bytes.subarray(0, splitIndex), bytes.subarray(splitIndex), seqLen, 256, "bytes");
+  }
+}
+
 function emptyBatch(batchSize: number, seqLen: number): LmBatch {
   if (!Number.isInteger(batchSize) || batchSize < 1) {
     throw new Error(`batchSize must be an integer >= 1, got ${batchSize}`);
@@ -116,7 +136,7 @@ function emptyBatch(batchSize: number, seqLen: number): LmBatch {
 }
 
 /** Copies the window `source[start, start + seqLen + 1)` into row `row` of the batch. */
-function fillRow(batch: LmBatch, row: number, source: Uint8Array, start: number): void {
+function fillRow(batch: LmBatch, row: number, source: TokenArray, start: number): void {
   const offset = row * batch.seqLen;
   batch.inputs.set(source.subarray(start, start + batch.seqLen), offset);
   batch.targets.set(source.subarray(start + 1, start + batch.seqLen + 1), offset);

@@ -2,8 +2,12 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { CsvWriter, readCsv } from "../../experiments/csv.ts";
 
+// Every test writes below this folder, which is removed when the test module unloads.
+const TEMP_ROOT = await Deno.makeTempDir({ prefix: "moelab-csv-test-" });
+addEventListener("unload", () => Deno.removeSync(TEMP_ROOT, { recursive: true }));
+
 async function tempCsvPath(): Promise<string> {
-  return join(await Deno.makeTempDir(), "metrics.csv");
+  return join(await Deno.makeTempDir({ dir: TEMP_ROOT }), "metrics.csv");
 }
 
 Deno.test("CsvWriter writes header and rows", async () => {

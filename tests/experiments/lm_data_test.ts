@@ -94,8 +94,8 @@ Deno.test("ByteLmData valBatches fixed and evenly spread", () => {
   const data = new ByteLmData(countingBytes(250), { seqLen: 8, valFraction: 0.2 });
   const batches = data.valBatches(2, 2);
 
-  // Validation holds offsets 200..249 and a window reads 9 bytes, so starts run from 200 to 241
-  // in steps of 41 / 3, rounded down.
+  // Validation contains offsets 200..249 and a window reads 9 bytes, so starts run from 200 to
+  // 241 in steps of 41 / 3, rounded down.
   assert.deepEqual(batches.flatMap(rowStarts), [200, 213, 227, 241]);
   assert.deepEqual(data.valBatches(2, 2), batches);
 });
@@ -112,7 +112,7 @@ Deno.test("ByteLmData seqLen too long for validation", () => {
   );
 
   assert.ok(error instanceof UserError);
-  assert.match(error.message, /task\.seqLen is 20 but the validation split holds only 10 bytes/);
+  assert.match(error.message, /task\.seqLen is 20 but the validation split contains only 10 bytes/);
   assert.match(error.message, /choose seqLen <= 9, or change task\.valFraction/);
 });
 

@@ -3,10 +3,14 @@ import { join } from "node:path";
 import { loadImage } from "@napi-rs/canvas";
 import { plotLines } from "../../experiments/plot.ts";
 
+// Every test writes below this folder, which is removed when the test module unloads.
+const TEMP_ROOT = await Deno.makeTempDir({ prefix: "moelab-plot-test-" });
+addEventListener("unload", () => Deno.removeSync(TEMP_ROOT, { recursive: true }));
+
 const PNG_SIGNATURE = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
 
 async function drawLossPlot(): Promise<string> {
-  const path = join(await Deno.makeTempDir(), "loss.png");
+  const path = join(await Deno.makeTempDir({ dir: TEMP_ROOT }), "loss.png");
   const train = Array.from({ length: 60 }, (_, i) => ({ x: i * 10, y: 5.5 * Math.exp(-i / 20) }));
   const validation = [{ x: 0, y: 5.6 }, { x: 300, y: NaN }, { x: 590, y: 1.2 }];
 
@@ -33,7 +37,7 @@ Deno.test("plotLines png decodes to 800x500", async () => {
 });
 
 Deno.test("plotLines custom size", async () => {
-  const path = join(await Deno.makeTempDir(), "small.png");
+  const path = join(await Deno.makeTempDir({ dir: TEMP_ROOT }), "small.png");
   await plotLines(path, {
     title: "t",
     xLabel: "x",
@@ -50,7 +54,7 @@ Deno.test("plotLines custom size", async () => {
 });
 
 Deno.test("plotLines empty series", async () => {
-  const path = join(await Deno.makeTempDir(), "empty.png");
+  const path = join(await Deno.makeTempDir({ dir: TEMP_ROOT }), "empty.png");
   await plotLines(path, { title: "no data", xLabel: "step", yLabel: "loss", series: [] });
 
   const bytes = await Deno.readFile(path);

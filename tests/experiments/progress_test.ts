@@ -21,7 +21,7 @@ class RecordingOutput implements ProgressOutput {
   }
 }
 
-/** A clock that advances only when the test sets it. */
+/** Creates a clock that advances only when the test sets `ms`. */
 function manualClock() {
   const clock = { ms: 0, now: () => clock.ms };
   return clock;

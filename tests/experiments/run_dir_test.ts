@@ -2,10 +2,14 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { createRunDir } from "../../experiments/run_dir.ts";
 
+// Every test writes below this folder, which is removed when the test module unloads.
+const TEMP_ROOT = await Deno.makeTempDir({ prefix: "moelab-run-dir-test-" });
+addEventListener("unload", () => Deno.removeSync(TEMP_ROOT, { recursive: true }));
+
 const NOW = new Date(Date.UTC(2024, 0, 2, 3, 4, 5));
 
 Deno.test("createRunDir id from UTC time and hash", async () => {
-  const output = await Deno.makeTempDir();
+  const output = await Deno.makeTempDir({ dir: TEMP_ROOT });
   const { dir, runId } = await createRunDir(output, "quickstart", "abc123def456", { now: NOW });
 
   assert.equal(runId, "20240102-030405-abc123def456");
@@ -13,7 +17,7 @@ Deno.test("createRunDir id from UTC time and hash", async () => {
 });
 
 Deno.test("createRunDir creates plots folder", async () => {
-  const output = await Deno.makeTempDir();
+  const output = await Deno.makeTempDir({ dir: TEMP_ROOT });
   const { dir } = await createRunDir(output, "quickstart", "abc", { now: NOW });
 
   const info = await Deno.stat(join(dir, "plots"));
@@ -22,7 +26,7 @@ Deno.test("createRunDir creates plots folder", async () => {
 });
 
 Deno.test("createRunDir existing id gets suffix", async () => {
-  const output = await Deno.makeTempDir();
+  const output = await Deno.makeTempDir({ dir: TEMP_ROOT });
   const first = await createRunDir(output, "x", "abc", { now: NOW });
   const second = await createRunDir(output, "x", "abc", { now: NOW });
   const third = await createRunDir(output, "x", "abc", { now: NOW });
@@ -33,7 +37,7 @@ Deno.test("createRunDir existing id gets suffix", async () => {
 });
 
 Deno.test("createRunDir leaves existing run untouched", async () => {
-  const output = await Deno.makeTempDir();
+  const output = await Deno.makeTempDir({ dir: TEMP_ROOT });
   const first = await createRunDir(output, "x", "abc", { now: NOW });
   await Deno.writeTextFile(join(first.dir, "metrics.csv"), "step\n1\n");
 
@@ -44,7 +48,7 @@ Deno.test("createRunDir leaves existing run untouched", async () => {
 });
 
 Deno.test("createRunDir concurrent calls get distinct ids", async () => {
-  const output = await Deno.makeTempDir();
+  const output = await Deno.makeTempDir({ dir: TEMP_ROOT });
   const runs = await Promise.all(
     Array.from({ length: 5 }, () => createRunDir(output, "x", "abc", { now: NOW })),
   );

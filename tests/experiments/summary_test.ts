@@ -2,6 +2,10 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { moelabVersion, type RunSummary, writeSummary } from "../../experiments/summary.ts";
 
+// Every test writes below this folder, which is removed when the test module unloads.
+const TEMP_ROOT = await Deno.makeTempDir({ prefix: "moelab-summary-test-" });
+addEventListener("unload", () => Deno.removeSync(TEMP_ROOT, { recursive: true }));
+
 function sampleSummary(overrides: Partial<RunSummary> = {}): RunSummary {
   return {
     runId: "20240102-030405-abc",
@@ -21,7 +25,7 @@ function sampleSummary(overrides: Partial<RunSummary> = {}): RunSummary {
 }
 
 Deno.test("writeSummary round-trips", async () => {
-  const dir = await Deno.makeTempDir();
+  const dir = await Deno.makeTempDir({ dir: TEMP_ROOT });
   await writeSummary(dir, sampleSummary());
 
   const parsed = JSON.parse(await Deno.readTextFile(join(dir, "summary.json")));
@@ -30,7 +34,7 @@ Deno.test("writeSummary round-trips", async () => {
 });
 
 Deno.test("writeSummary leaves no temporary file", async () => {
-  const dir = await Deno.makeTempDir();
+  const dir = await Deno.makeTempDir({ dir: TEMP_ROOT });
   await writeSummary(dir, sampleSummary());
 
   const names: string[] = [];
@@ -40,7 +44,7 @@ Deno.test("writeSummary leaves no temporary file", async () => {
 });
 
 Deno.test("writeSummary replaces previous summary", async () => {
-  const dir = await Deno.makeTempDir();
+  const dir = await Deno.makeTempDir({ dir: TEMP_ROOT });
   await writeSummary(dir, sampleSummary({ status: "failed", error: "loss is NaN" }));
   await writeSummary(dir, sampleSummary());
 
@@ -50,7 +54,7 @@ Deno.test("writeSummary replaces previous summary", async () => {
 });
 
 Deno.test("writeSummary non-finite metrics as strings", async () => {
-  const dir = await Deno.makeTempDir();
+  const dir = await Deno.makeTempDir({ dir: TEMP_ROOT });
   await writeSummary(dir, sampleSummary({ finalMetrics: { trainLoss: NaN, gradNorm: Infinity } }));
 
   const parsed = JSON.parse(await Deno.readTextFile(join(dir, "summary.json")));

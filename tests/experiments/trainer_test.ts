@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { createCpuBackend } from "../../kernels/cpu/backend.ts";
 import { DecoderLM } from "../../layers/models/decoder_lm.ts";
-import { AdamW } from "../../optim/adamw.ts";
+import { createOptimizer } from "../../optim/create.ts";
 import { Rng, Tensor } from "../../tensor/mod.ts";
 import { parseConfig } from "../../experiments/config.ts";
 import { readCsv } from "../../experiments/csv.ts";
@@ -110,13 +110,7 @@ Deno.test("trainStep live storages stay flat", () => {
     normEps: 1e-5,
     initStd: 0.02,
   });
-  const optimizer = new AdamW(model.parameters(), {
-    lr: 1e-3,
-    beta1: 0.9,
-    beta2: 0.95,
-    eps: 1e-8,
-    weightDecay: 0.1,
-  });
+  const { optimizer } = createOptimizer(model.parameters(), { name: "adamw", lr: 1e-3 });
   const rng = new Rng(2);
   const counts = [];
   for (let step = 0; step < 4; step++) {
@@ -125,7 +119,7 @@ Deno.test("trainStep live storages stay flat", () => {
       inputs: Tensor.fromArray(backend, ids, [2, 8]),
       targets: Tensor.fromArray(backend, ids.map((v) => (v + 1) % 256), [2, 8]),
     };
-    const { loss, normSq } = trainStep(model, optimizer, batch, 1e-3, 1);
+    const { loss, normSq } = trainStep(model, optimizer, batch, 1, 1);
     loss.dispose();
     normSq.dispose();
     counts.push(backend.liveStorages());
@@ -162,13 +156,7 @@ Deno.test({
         normEps: 1e-5,
         initStd: 0.02,
       });
-      const optimizer = new AdamW(model.parameters(), {
-        lr: 3e-3,
-        beta1: 0.9,
-        beta2: 0.95,
-        eps: 1e-8,
-        weightDecay: 0.1,
-      });
+      const { optimizer } = createOptimizer(model.parameters(), { name: "adamw", lr: 3e-3 });
       const rng = new Rng(6);
       const run: number[] = [];
       for (let step = 0; step < 3; step++) {
