@@ -15,7 +15,7 @@ import { UserError } from "./errors.ts";
  * Top-level keys that describe the runs of an experiment rather than one run: plan.ts reads them,
  * and `loadConfig` leaves them out of the config.
  */
-export const PLAN_KEYS = ["arms", "baseline", "seeds", "sweep", "claims"];
+export const PLAN_KEYS = ["arms", "baseline", "seeds", "sweep", "claims", "targets"];
 
 /** Reads a config file; throws `UserError` naming the path and the fix when it cannot. */
 export async function readConfigFile(path: string): Promise<string> {

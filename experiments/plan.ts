@@ -84,6 +84,8 @@ export interface ExperimentPlan {
   seeds: number[];
   points: Record<string, unknown>[];
   claims: Claim[];
+  /** Metric values whose first crossing the report times, in steps: `{ val_loss: 2.0 }`. */
+  targets: Record<string, number>;
   runs: PlannedRun[];
 }
 
@@ -145,6 +147,7 @@ export function expandPlan(raw: unknown, source: string, overrides: string[] = [
   const sweep = parseSweep(planSpec.sweep, base, source);
   checkNoContradictions(arms, sweep.keys, source);
   const claims = parseClaims(planSpec.claims, armNames, source);
+  const targets = parseTargets(planSpec.targets, source);
 
   const runs: PlannedRun[] = [];
   const ids = new Map<string, string>();
@@ -205,6 +208,7 @@ export function expandPlan(raw: unknown, source: string, overrides: string[] = [
     seeds,
     points: sweep.points,
     claims,
+    targets,
     runs,
   };
 }
@@ -545,6 +549,33 @@ function parseClaims(value: unknown, arms: string[], source: string): Claim[] {
       at: when,
     };
   });
+}
+
+/** Parses `targets: { metric: value }`: the report gives the steps each run took to reach them. */
+function parseTargets(value: unknown, source: string): Record<string, number> {
+  if (value === undefined) return {};
+  if (!isMapping(value)) {
+    throw new UserError(
+      `${source}: targets: expected a mapping of metric to value, got ${describeValue(value)}; ` +
+        `for example targets: { val_loss: 2.0 }`,
+    );
+  }
+  const targets: Record<string, number> = {};
+  for (const [metric, target] of Object.entries(value)) {
+    if (!CLAIM_METRICS.includes(metric)) {
+      throw new UserError(
+        `${source}: targets.${metric}: not a logged metric; choose one of ` +
+          CLAIM_METRICS.join(", "),
+      );
+    }
+    if (typeof target !== "number" || !Number.isFinite(target)) {
+      throw new UserError(
+        `${source}: targets.${metric}: expected a finite number, got ${describeValue(target)}`,
+      );
+    }
+    targets[metric] = target;
+  }
+  return targets;
 }
 
 function describeEmpty(value: unknown): string {

@@ -67,6 +67,7 @@ const PLAN_REFERENCE = `
 # claims:                           # checked by the report at p < 0.05
 #   - { metric: val_loss, arm: swiglu, vs: baseline, expect: lower }   # or higher
 #   - { metric: val_loss, arm: swiglu, vs: baseline, expect: equal, within: 0.01, at: best }
+# targets: { val_loss: 2.2 }        # the report gives the steps each arm takes to reach these
 `;
 
 /** Returns the reference as commented YAML. */

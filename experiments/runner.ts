@@ -56,6 +56,7 @@ export interface PlanFile {
   seeds: number[];
   points: Record<string, unknown>[];
   claims: ExperimentPlan["claims"];
+  targets?: ExperimentPlan["targets"];
   runs: Pick<PlannedRun, "index" | "id" | "arm" | "seed" | "point" | "pointValues" | "group">[];
 }
 
@@ -196,6 +197,7 @@ async function writePlanFile(folder: string, plan: ExperimentPlan): Promise<void
     seeds: plan.seeds,
     points: plan.points,
     claims: plan.claims,
+    targets: plan.targets,
     runs: plan.runs.map(({ index, id, arm, seed, point, pointValues, group }) => ({
       index,
       id,

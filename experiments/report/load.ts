@@ -46,6 +46,8 @@ export interface ExperimentResults {
   /** Row labels in plan order: the arm, then sweep values when there is a sweep. */
   groups: { group: string; arm: string; point: number }[];
   claims: Claim[];
+  /** Metric thresholds whose first crossing is reported in steps. */
+  targets: Record<string, number>;
   runs: RunResult[];
 }
 
@@ -93,6 +95,7 @@ async function loadPlanned(folder: string, plan: PlanFile): Promise<ExperimentRe
     baseline: plan.baseline,
     groups,
     claims: plan.claims,
+    targets: plan.targets ?? {},
     runs,
   };
 }
@@ -130,6 +133,7 @@ async function loadUnplanned(folder: string): Promise<ExperimentResults> {
     baseline: "base",
     groups: [{ group: "base", arm: "base", point: 0 }],
     claims: [],
+    targets: {},
     runs,
   };
 }

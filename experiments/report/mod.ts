@@ -10,7 +10,7 @@ import { renderHtml } from "./html.ts";
 import { type ExperimentResults, loadResults } from "./load.ts";
 import { renderMarkdown } from "./markdown.ts";
 import { checkClaims, type ClaimResult, type GroupSummary, summarizeGroups } from "./summarize.ts";
-import { claimTable, metricTables, runTable } from "./tables.ts";
+import { claimTable, metricTables, runTable, targetTable } from "./tables.ts";
 
 export type { ExperimentResults } from "./load.ts";
 export { loadResults } from "./load.ts";
@@ -38,8 +38,10 @@ export async function writeReport(folder: string): Promise<ReportResult> {
 
   const summaries = summarizeGroups(results, metrics);
   const claims = checkClaims(results);
+  const targets = targetTable(results);
   const tables = [
     ...(claims.length ? [claimTable(claims)] : []),
+    ...(targets ? [targets] : []),
     ...metricTables(results, summaries, metrics),
     runTable(results, metrics),
   ];

@@ -76,6 +76,20 @@ export function bestValue(rows: CsvRows, metric: string): number {
   return lowerIsBetter(metric) ? Math.min(...values) : Math.max(...values);
 }
 
+/**
+ * Returns the first logged step at which a metric reached `target` (at or below it for losses, at
+ * or above otherwise); NaN when it never did.
+ */
+export function stepsToTarget(rows: CsvRows, metric: string, target: number): number {
+  for (const row of rows) {
+    const value = row[metric];
+    if (typeof value !== "number" || !Number.isFinite(value)) continue;
+    const reached = lowerIsBetter(metric) ? value <= target : value >= target;
+    if (reached) return Number(row.step);
+  }
+  return NaN;
+}
+
 /** Summarizes every group on each of `metrics`. */
 export function summarizeGroups(results: ExperimentResults, metrics: string[]): GroupSummary[] {
   const summaries = results.groups.map(({ group, arm, point }) => {

@@ -1,5 +1,6 @@
 /** The tables of a report as rows of text, rendered by markdown.ts and html.ts. */
 
+import { mean, sampleStd } from "../stats.ts";
 import type { ExperimentResults } from "./load.ts";
 import {
   ALPHA,
@@ -8,6 +9,7 @@ import {
   formatP,
   type GroupSummary,
   type Spread,
+  stepsToTarget,
 } from "./summarize.ts";
 
 /** A table with a heading and an optional note under it. */
@@ -47,6 +49,32 @@ export function metricTables(
       ];
     }),
   }));
+}
+
+/**
+ * Builds the table of steps to each target: per group, the mean ± std over the seeds that reached
+ * it, and how many seeds did.
+ */
+export function targetTable(results: ExperimentResults): ReportTable | undefined {
+  const targets = Object.entries(results.targets);
+  if (targets.length === 0) return undefined;
+  const groups = [...new Set(results.groups.map((g) => g.group))];
+  return {
+    title: "Steps to target",
+    note: "The first logged step at which each metric reached its target (at or below for " +
+      "losses). Mean ± sample std over the seeds that reached it; reached counts them.",
+    header: ["arm", ...targets.flatMap(([metric, target]) => [`${metric} ≤ ${target}`, "reached"])],
+    rows: groups.map((group) => {
+      const runs = results.runs.filter((run) => run.group === group && run.status === "completed");
+      const cells = targets.flatMap(([metric, target]) => {
+        const steps = runs.map((run) => stepsToTarget(run.metrics, metric, target));
+        const reached = steps.filter((step) => !Number.isNaN(step));
+        const spread: Spread = { mean: mean(reached), std: sampleStd(reached), values: reached };
+        return [formatSpread(spread), `${reached.length}/${runs.length}`];
+      });
+      return [group, ...cells];
+    }),
+  };
 }
 
 /** Builds the table of claims with their status. */
