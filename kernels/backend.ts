@@ -254,6 +254,18 @@ export interface Backend {
 
   // --- optimizer ------------------------------------------------------------------------------
 
+  /**
+   * Muon's momentum step in place (Jordan et al., 2024): g = grad · gradScale, m ← momentum·m + g,
+   * and returns the direction to orthogonalise: g + momentum·m with Nesterov, else m.
+   */
+  muonMomentum(
+    m: Storage,
+    grad: Storage,
+    gradScale: Storage | null,
+    momentum: number,
+    nesterov: boolean,
+  ): Storage;
+
   /** Sum of squares of all elements, as a storage of one element. */
   sumSquares(x: Storage): Storage;
   /**

@@ -17,7 +17,6 @@ import {
   addScalar,
   div,
   matmul,
-  mul,
   noGrad,
   scale,
   sqrt,
@@ -129,11 +128,18 @@ export function muonUpdate(update: ParamUpdate, options: MuonGroupOptions): void
 
   withScope(() =>
     noGrad(() => {
-      const g = gradScale === null ? grad : mul(grad, gradScale);
-      const m = add(scale(buffer, momentum), g);
-      assignInPlace(buffer, m);
-
-      const direction = options.nesterov ? add(g, scale(m, momentum)) : m;
+      // One fused kernel updates the momentum buffer in place and returns the direction.
+      const direction = Tensor.fromStorage(
+        param.backend,
+        param.backend.muonMomentum(
+          buffer.storage,
+          grad.storage,
+          gradScale?.storage ?? null,
+          momentum,
+          options.nesterov,
+        ),
+        param.shape,
+      );
       const orthogonal = newtonSchulz(direction, { steps: options.nsSteps });
 
       // Decoupled decay uses the unscaled lr; only the update is scaled by shape.

@@ -29,7 +29,7 @@ import { gather, scatterAdd } from "./indexing.ts";
 import { copyAxis, fill, transpose } from "./layout.ts";
 import { matmul } from "./matmul.ts";
 import { layerNorm, layerNormBackward, rmsNorm, rmsNormBackward } from "./norms.ts";
-import { adamw, clipCoefficient, sumSquares } from "./optimizer.ts";
+import { adamw, clipCoefficient, muonMomentum, sumSquares } from "./optimizer.ts";
 import { maxBackward, reduce } from "./reduce.ts";
 import { rope } from "./rope.ts";
 import { softmax, softmaxBackward } from "./softmax.ts";
@@ -265,6 +265,16 @@ class CpuBackend implements Backend {
 
   clipCoefficient(normSq: Storage, maxNorm: number): Storage {
     return clipCoefficient(this.mem, normSq, maxNorm);
+  }
+
+  muonMomentum(
+    m: Storage,
+    grad: Storage,
+    gradScale: Storage | null,
+    momentum: number,
+    nesterov: boolean,
+  ): Storage {
+    return muonMomentum(this.mem, m, grad, gradScale, momentum, nesterov);
   }
 
   adamw(

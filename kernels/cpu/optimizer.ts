@@ -81,3 +81,28 @@ export function adamw(
     pd[i] = p;
   }
 }
+
+/** Muon's momentum step in place; returns the Nesterov or plain direction (see Backend). */
+export function muonMomentum(
+  mem: CpuMemory,
+  m: Storage,
+  grad: Storage,
+  gradScale: Storage | null,
+  momentum: number,
+  nesterov: boolean,
+): Storage {
+  const op = "muonMomentum";
+  if (!Number.isFinite(momentum)) {
+    throw new Error(`${op}: momentum is ${momentum} but must be a finite number`);
+  }
+  const md = mem.floats(op, "m", m, m.size);
+  const gd = mem.floats(op, "grad", grad, md.length);
+  const scale = gradScale === null ? 1 : mem.floats(op, "gradScale", gradScale, 1)[0];
+  const out = mem.allocFloat(md.length);
+  for (let i = 0; i < md.length; i++) {
+    const g = gd[i] * scale;
+    md[i] = momentum * md[i] + g;
+    out.data[i] = nesterov ? g + momentum * md[i] : md[i];
+  }
+  return out;
+}

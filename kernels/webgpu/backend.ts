@@ -335,6 +335,16 @@ export class WebGpuBackend implements Backend {
     return optimizer.clipCoefficient(this.#context, normSq, maxNorm);
   }
 
+  muonMomentum(
+    m: Storage,
+    grad: Storage,
+    gradScale: Storage | null,
+    momentum: number,
+    nesterov: boolean,
+  ): Storage {
+    return optimizer.muonMomentum(this.#context, { m, grad, gradScale }, momentum, nesterov);
+  }
+
   adamw(
     param: Storage,
     grad: Storage,

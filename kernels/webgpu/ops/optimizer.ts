@@ -155,3 +155,51 @@ export function adamw(
   const values = [n, lr, beta1, beta2, eps, lr * weightDecay, 1 - beta1 ** step, 1 - beta2 ** step];
   ctx.dispatch(adamwKernel(state.gradScale !== null), storages, values, threadGrid(n, WG));
 }
+
+/** Muon's momentum step per element: m ← μ·m + g, direction g + μ·m (Nesterov) or m. */
+const muonMomentumKernel = kernelCache((key: `${boolean} ${boolean}`) => {
+  const [scaled, nesterov] = key.split(" ").map((flag) => flag === "true");
+  return defineKernel({
+    label: `muonMomentum${scaled ? " scaled" : ""}${nesterov ? " nesterov" : ""}`,
+    workgroupSize: WG,
+    buffers: [rw("m"), ro("grad"), rw("direction"), ...(scaled ? [ro("gradScale")] : [])],
+    params: [["n", "u32"], ["momentum", "f32"]],
+    body: `
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = flatThread(gid, nwg);
+  if (i >= params.n) { return; }
+  let g = grad[i]${scaled ? " * gradScale[0]" : ""};
+  let mi = params.momentum * m[i] + g;
+  m[i] = mi;
+  direction[i] = ${nesterov ? "g + params.momentum * mi" : "mi"};
+}`,
+  });
+});
+
+export function muonMomentum(
+  ctx: KernelContext,
+  state: { m: Storage; grad: Storage; gradScale: Storage | null },
+  momentum: number,
+  nesterov: boolean,
+): Storage {
+  const op = "muonMomentum";
+  if (!Number.isFinite(momentum)) {
+    throw new Error(`${op}: momentum is ${momentum} but must be a finite number`);
+  }
+  const m = ctx.input(op, "m", state.m, state.m.size, "f32");
+  const n = m.size;
+  const storages = [m, ctx.input(op, "grad", state.grad, n, "f32")];
+  const direction = ctx.output(n, "f32");
+  storages.push(direction);
+  if (state.gradScale) storages.push(ctx.input(op, "gradScale", state.gradScale, 1, "f32"));
+  if (n > 0) {
+    ctx.dispatch(
+      muonMomentumKernel(`${state.gradScale !== null} ${nesterov}`),
+      storages,
+      [n, momentum],
+      threadGrid(n, WG),
+    );
+  }
+  return direction;
+}
