@@ -25,16 +25,21 @@ import { formatIssues, type SchemaLookup } from "./config_issues.ts";
 import { UserError } from "./errors.ts";
 import {
   AdamWOptions,
-  LmTaskOptions,
+  attention,
   MuonOptions,
   optimizers,
   type Registry,
+  routers,
   schedules,
   SgdOptions,
   tasks,
   WarmupScheduleOptions,
   WsdScheduleOptions,
 } from "./registry.ts";
+import type { ClassifyTaskOptions } from "./tasks/classify.ts";
+import type { ForecastTaskOptions } from "./tasks/forecast.ts";
+import type { LmTaskOptions } from "./tasks/lm.ts";
+import type { RecallTaskOptions } from "./tasks/recall.ts";
 
 const ModelConfig = z.strictObject({
   dModel: z.int().min(1).default(96),
@@ -49,6 +54,40 @@ const ModelConfig = z.strictObject({
   initStd: z.number().gt(0).default(0.02),
 });
 
+/**
+ * The mixture-of-experts section: which blocks replace their MLP with an MoE layer, the router,
+ * and the layer's shape in DeepSeekMoE's terms (granularity m splits each of the N experts into m
+ * of width dFF/m, and K_s of the m·N are shared, always-on experts).
+ */
+function moeSchema(): z.ZodType {
+  return z.strictObject({
+    // Blocks with an MoE layer: all, the odd-numbered ones (1, 3, ...), or a list of indices.
+    layers: z.union([z.enum(["all", "every-other"]), z.array(z.int().min(0)).min(1)])
+      .default("all"),
+    router: registeredSection(routers as Registry<unknown>),
+    numExperts: z.int().min(1).default(8),
+    topK: z.int().min(1).default(2),
+    // Hidden width of one expert before segmentation.
+    dFF: z.int().min(1).default(192),
+    sharedExperts: z.int().min(0).default(0),
+    granularity: z.int().min(1).default(1),
+    // Capacity per expert = ceil(assignments / experts * capacityFactor); null is dropless.
+    capacityFactor: z.number().gt(0).nullable().default(null),
+    dropPolicy: z.enum(["position", "probability"]).default("position"),
+    ffn: z.enum(["gelu", "swiglu"]).default("gelu"),
+    auxLossWeight: z.number().min(0).default(0.01),
+    zLossWeight: z.number().min(0).default(0),
+  });
+}
+
+/** The model section; attention and the router are chosen by name from their registries. */
+function modelSchema(): z.ZodObject {
+  return ModelConfig.extend({
+    attention: registeredSection(attention as Registry<unknown>),
+    moe: moeSchema().optional(),
+  });
+}
+
 const TrainConfig = z.strictObject({
   steps: z.int().min(1).default(600),
   batchSize: z.int().min(1).default(16),
@@ -59,6 +98,8 @@ const TrainConfig = z.strictObject({
   checkpointEvery: z.int().min(0).default(0),
   // How many of the newest checkpoints to keep.
   keepCheckpoints: z.int().min(1).default(2),
+  // Steps between diagnostics probes (routing.csv, attention.csv); 0 turns them off.
+  probeEvery: z.int().min(0).default(0),
 });
 
 const OutputConfig = z.strictObject({
@@ -75,6 +116,28 @@ const ExperimentName = z
  * The sections whose `name` selects a registry entry, with the registry. Each section defaults
  * to the first entry registered.
  */
+/** The validated MoE section. */
+export interface MoeConfig {
+  layers: "all" | "every-other" | number[];
+  router: { name: string; [option: string]: unknown };
+  numExperts: number;
+  topK: number;
+  dFF: number;
+  sharedExperts: number;
+  granularity: number;
+  capacityFactor: number | null;
+  dropPolicy: "position" | "probability";
+  ffn: "gelu" | "swiglu";
+  auxLossWeight: number;
+  zLossWeight: number;
+}
+
+/** Registered sections inside other sections, by dotted path. */
+export const NESTED_REGISTERED_SECTIONS: Record<string, Registry<unknown>> = {
+  "model.attention": attention as Registry<unknown>,
+  "model.moe.router": routers as Registry<unknown>,
+};
+
 export const REGISTERED_SECTIONS: Record<string, Registry<unknown>> = {
   task: tasks as Registry<unknown>,
   optimizer: optimizers as Registry<unknown>,
@@ -93,8 +156,15 @@ export interface ExperimentConfig {
   experiment: string;
   seed: number;
   backend: "webgpu" | "cpu";
-  task: { name: "lm" } & z.output<typeof LmTaskOptions>;
-  model: z.output<typeof ModelConfig>;
+  task:
+    | ({ name: "lm" } & z.output<typeof LmTaskOptions>)
+    | ({ name: "forecast" } & z.output<typeof ForecastTaskOptions>)
+    | ({ name: "classify" } & z.output<typeof ClassifyTaskOptions>)
+    | ({ name: "recall" } & z.output<typeof RecallTaskOptions>);
+  model: z.output<typeof ModelConfig> & {
+    attention?: { name: string; [option: string]: unknown };
+    moe?: MoeConfig;
+  };
   optimizer:
     | ({ name: "adamw" } & z.output<typeof AdamWOptions>)
     | ({ name: "muon" } & z.output<typeof MuonOptions>)
@@ -113,7 +183,8 @@ let cachedSchema: { key: string; schema: z.ZodType } | undefined;
  * registration, so a name registered before validation is accepted.
  */
 export function configSchema(): z.ZodType {
-  const key = Object.values(REGISTERED_SECTIONS).map((registry) => registry.version).join(",");
+  const key = [...Object.values(REGISTERED_SECTIONS), routers, attention]
+    .map((registry) => (registry as Registry<unknown>).version).join(",");
   if (cachedSchema?.key !== key) cachedSchema = { key, schema: buildSchema() };
   return cachedSchema.schema;
 }
@@ -297,8 +368,9 @@ export function schemaLookup(raw: unknown): SchemaLookup {
     let schema: z.ZodType = topLevelObject();
     for (let i = 0; i < keys.length; i++) {
       if (!(schema instanceof z.ZodObject)) return undefined;
-      const child = i === 0 && keys[0] in REGISTERED_SECTIONS
-        ? registeredVariant(keys[0], raw)
+      const path = keys.slice(0, i + 1).join(".");
+      const child = registryOf(path) !== undefined
+        ? registeredVariant(path, raw)
         : (schema.shape as Record<string, z.ZodType>)[keys[i]];
       if (child === undefined) return undefined;
       schema = unwrap(child);
@@ -311,8 +383,7 @@ export function schemaLookup(raw: unknown): SchemaLookup {
     return schema instanceof z.ZodObject ? Object.keys(schema.shape) : undefined;
   };
 
-  const registryAt = (keys: string[]) =>
-    keys.length === 1 ? REGISTERED_SECTIONS[keys[0]] : undefined;
+  const registryAt = (keys: string[]) => registryOf(keys.join("."));
 
   return { leafAt, keysAt, registryAt };
 }
@@ -325,13 +396,17 @@ function buildSchema(): z.ZodType {
       backend: z.enum(["webgpu", "cpu"]).default("webgpu"),
       task: registeredSection(tasks as Registry<unknown>),
       // `prefault({})` parses an omitted section as `{}`, so its fields get their own defaults.
-      model: ModelConfig.prefault({}),
+      model: modelSchema().prefault({}),
       optimizer: registeredSection(optimizers as Registry<unknown>),
       schedule: registeredSection(schedules as Registry<unknown>),
       train: TrainConfig.prefault({}),
       output: OutputConfig.prefault({}),
     })
-    .superRefine((config, ctx) => checkModel(config.model, ctx));
+    .superRefine((config, ctx) => {
+      const model = config.model as ExperimentConfig["model"];
+      checkModel(model, ctx);
+      if (model.moe !== undefined) checkMoe(model.moe, model.numLayers, ctx);
+    });
 }
 
 /**
@@ -352,6 +427,55 @@ function registeredSection(registry: Registry<unknown>): z.ZodType {
     fillName,
     z.discriminatedUnion("name", variants as [z.ZodObject, ...z.ZodObject[]]),
   );
+}
+
+/** Cross-field checks of the MoE section, each naming the path, the values and a fix. */
+function checkMoe(moe: MoeConfig, numLayers: number, ctx: z.RefinementCtx): void {
+  const issue = (path: string[], input: unknown, message: string) =>
+    ctx.addIssue({ code: "custom", path: ["model", "moe", ...path], input, message });
+  const { numExperts, topK, granularity: m, sharedExperts: shared, dFF } = moe;
+
+  if (topK > numExperts) {
+    issue(
+      ["topK"],
+      topK,
+      `model.moe.topK is ${topK} but numExperts is ${numExperts}; choose topK <= numExperts`,
+    );
+  }
+  if (shared >= m * numExperts) {
+    issue(
+      ["sharedExperts"],
+      shared,
+      `model.moe.sharedExperts is ${shared} but granularity × numExperts is ${m * numExperts}, ` +
+        `which leaves no routed expert; choose sharedExperts < ${m * numExperts}`,
+    );
+  } else if (shared > m * topK) {
+    issue(
+      ["sharedExperts"],
+      shared,
+      `model.moe.sharedExperts is ${shared} but granularity × topK is ${m * topK}; shared ` +
+        `experts count toward the active ones, so choose sharedExperts <= ${m * topK}`,
+    );
+  }
+  if (dFF % m !== 0) {
+    issue(
+      ["dFF"],
+      dFF,
+      `model.moe.dFF is ${dFF} but granularity is ${m}; choose a dFF divisible by ${m}`,
+    );
+  }
+  if (Array.isArray(moe.layers)) {
+    for (const layer of moe.layers) {
+      if (layer >= numLayers) {
+        issue(
+          ["layers"],
+          layer,
+          `model.moe.layers lists block ${layer} but the model has ${numLayers} blocks ` +
+            `(0 to ${numLayers - 1}); remove it or raise model.numLayers`,
+        );
+      }
+    }
+  }
 }
 
 function checkModel(model: z.output<typeof ModelConfig>, ctx: z.RefinementCtx): void {
@@ -387,10 +511,15 @@ function topLevelObject(): z.ZodObject {
   return unwrap(configSchema()) as z.ZodObject;
 }
 
-/** The strict object of the entry that `raw` selects in a registered section. */
-function registeredVariant(section: string, raw: unknown): z.ZodObject {
-  const registry = REGISTERED_SECTIONS[section];
-  const value = isMapping(raw) ? raw[section] : undefined;
+function registryOf(path: string): Registry<unknown> | undefined {
+  return REGISTERED_SECTIONS[path] ?? NESTED_REGISTERED_SECTIONS[path];
+}
+
+/** The strict object of the entry that `raw` selects in a registered section at a dotted path. */
+function registeredVariant(path: string, raw: unknown): z.ZodObject {
+  const registry = registryOf(path)!;
+  let value: unknown = raw;
+  for (const key of path.split(".")) value = isMapping(value) ? value[key] : undefined;
   const name = isMapping(value) && typeof value.name === "string"
     ? value.name
     : registry.names()[0];

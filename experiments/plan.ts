@@ -35,7 +35,7 @@ import {
 } from "./config.ts";
 import { describeValue, isMapping, readConfigTree } from "./config_source.ts";
 import { UserError } from "./errors.ts";
-import { METRIC_COLUMNS } from "./trainer.ts";
+import { metricColumns } from "./trainer.ts";
 
 /** A comparison that a report checks: `arm` against `vs` on one metric. */
 export interface Claim {
@@ -146,8 +146,10 @@ export function expandPlan(raw: unknown, source: string, overrides: string[] = [
   const seeds = parseSeeds(planSpec.seeds, baseConfig.seed, source);
   const sweep = parseSweep(planSpec.sweep, base, source);
   checkNoContradictions(arms, sweep.keys, source);
-  const claims = parseClaims(planSpec.claims, armNames, source);
-  const targets = parseTargets(planSpec.targets, source);
+  // Claims and targets name metrics.csv columns of the base config's task.
+  const metrics = metricColumns(baseConfig.task.name).filter((column) => column !== "step");
+  const claims = parseClaims(planSpec.claims, armNames, metrics, source);
+  const targets = parseTargets(planSpec.targets, metrics, source);
 
   const runs: PlannedRun[] = [];
   const ids = new Map<string, string>();
@@ -476,9 +478,12 @@ function checkNoContradictions(arms: Arm[], sweepKeys: string[], source: string)
 }
 
 const CLAIM_KEYS = ["metric", "arm", "vs", "expect", "within", "at"];
-const CLAIM_METRICS = METRIC_COLUMNS.filter((column) => column !== "step");
-
-function parseClaims(value: unknown, arms: string[], source: string): Claim[] {
+function parseClaims(
+  value: unknown,
+  arms: string[],
+  metrics: string[],
+  source: string,
+): Claim[] {
   if (value === undefined) return [];
   if (!Array.isArray(value)) {
     throw new UserError(
@@ -502,10 +507,10 @@ function parseClaims(value: unknown, arms: string[], source: string): Claim[] {
     }
 
     const { metric, arm, vs, expect, within } = claim;
-    if (typeof metric !== "string" || !CLAIM_METRICS.includes(metric)) {
+    if (typeof metric !== "string" || !metrics.includes(metric)) {
       throw new UserError(
         `${at}.metric: ${describeValue(metric)} is not a logged metric; choose one of ` +
-          CLAIM_METRICS.join(", "),
+          metrics.join(", "),
       );
     }
     for (const [key, name] of [["arm", arm], ["vs", vs]] as const) {
@@ -552,7 +557,11 @@ function parseClaims(value: unknown, arms: string[], source: string): Claim[] {
 }
 
 /** Parses `targets: { metric: value }`: the report gives the steps each run took to reach them. */
-function parseTargets(value: unknown, source: string): Record<string, number> {
+function parseTargets(
+  value: unknown,
+  metrics: string[],
+  source: string,
+): Record<string, number> {
   if (value === undefined) return {};
   if (!isMapping(value)) {
     throw new UserError(
@@ -562,10 +571,10 @@ function parseTargets(value: unknown, source: string): Record<string, number> {
   }
   const targets: Record<string, number> = {};
   for (const [metric, target] of Object.entries(value)) {
-    if (!CLAIM_METRICS.includes(metric)) {
+    if (!metrics.includes(metric)) {
       throw new UserError(
         `${source}: targets.${metric}: not a logged metric; choose one of ` +
-          CLAIM_METRICS.join(", "),
+          metrics.join(", "),
       );
     }
     if (typeof target !== "number" || !Number.isFinite(target)) {

@@ -6,7 +6,7 @@
 import YAML from "yaml";
 import { z } from "zod";
 import { configSchema, parseConfig, REGISTERED_SECTIONS } from "./config.ts";
-import { attention, routers } from "./registry.ts";
+import { attention, type Registry, routers } from "./registry.ts";
 
 // Descriptions of the built-in keys with their units. Registered options use their schema's
 // description instead.
@@ -14,9 +14,21 @@ const DESCRIPTIONS: Record<string, string> = {
   experiment: "name of the results folder under output.dir (letters, digits, _ . -)",
   seed: "seed of initialisation and data order; seeds: replaces it in a plan",
   backend: "where to compute: webgpu (navigator.gpu) or cpu (TypeScript reference, slow)",
-  "task.corpus": "text to model",
-  "task.seqLen": "bytes per training window",
-  "task.valFraction": "fraction of the corpus, from its end, held out for validation",
+  "task.corpus": "text to model: moby-dick, brown, or path (a UTF-8 file or folder)",
+  "task.path": "the text file or folder when corpus is path, or the CSV when dataset is path",
+  "task.seqLen": "tokens per training window",
+  "task.valFraction": "fraction of the data held out for validation",
+  "task.tokenizer": "byte tokens, or a BPE tokenizer trained on the training split",
+  "task.vocabSize": "BPE vocabulary size, at least 256 (the byte fallback)",
+  "task.dataset": "the data set of the task",
+  "task.columns": "CSV columns to forecast; empty takes every numeric column",
+  "task.lookback": "past steps the forecaster reads",
+  "task.horizon": "future steps it predicts",
+  "task.patchLen": "steps per input patch; must divide lookback",
+  "task.testFraction": "fraction of the series, from its end, held out for testing",
+  "task.patchSize": "image patch side in pixels; must divide 28",
+  "task.pooling": "class token or mean of the patch states",
+  "task.numPairs": "key-value pairs per recall sequence",
   "model.dModel": "width of the residual stream",
   "model.numLayers": "number of decoder blocks",
   "model.numHeads": "attention heads per block; must divide dModel",
@@ -27,6 +39,18 @@ const DESCRIPTIONS: Record<string, string> = {
   "model.tieEmbeddings": "share the input embedding with the output head",
   "model.normEps": "epsilon added inside the norm's square root",
   "model.initStd": "standard deviation of the normal initialisation of weights",
+  "model.moe.layers": "blocks with an MoE layer: all, every-other (1, 3, ...), or a list",
+  "model.moe.numExperts": "N, experts before fine-grained segmentation (shared included)",
+  "model.moe.topK": "K, experts per token before segmentation (shared included)",
+  "model.moe.dFF": "hidden width of one expert before segmentation",
+  "model.moe.sharedExperts": "K_s, always-on experts after segmentation",
+  "model.moe.granularity": "m: each expert becomes m experts of width dFF/m, m*K active",
+  "model.moe.capacityFactor":
+    "per-expert capacity ceil(assignments/experts * factor); null is dropless",
+  "model.moe.dropPolicy": "which assignments a full expert drops: latest position or lowest score",
+  "model.moe.ffn": "expert feed-forward: gelu, or swiglu (gated)",
+  "model.moe.auxLossWeight": "alpha of the Switch load-balancing loss",
+  "model.moe.zLossWeight": "weight of the router z-loss (squared log-sum-exp of logits)",
   "optimizer.lr": "peak learning rate",
   "optimizer.beta1": "decay of the first-moment average",
   "optimizer.beta2": "decay of the second-moment average",
@@ -48,6 +72,7 @@ const DESCRIPTIONS: Record<string, string> = {
   "train.evalBatches": "validation batches per evaluation",
   "train.checkpointEvery": "steps between checkpoints; 0 saves one at the end only",
   "train.keepCheckpoints": "newest checkpoints kept in checkpoints/",
+  "train.probeEvery": "steps between routing.csv and attention.csv probes; 0 turns them off",
   "output.dir": "folder that holds one results folder per experiment",
 };
 
@@ -88,9 +113,14 @@ export function configReference(): string {
     } else if (value !== null && typeof value === "object") {
       lines.push("", `${key}:`);
       for (const [child, childValue] of Object.entries(value as Record<string, unknown>)) {
+        if (key === "model" && child === "attention") {
+          lines.push(...registeredSectionLines("model.attention", attention, "  "));
+          continue;
+        }
         const schema = fieldSchema(key, child);
         lines.push(keyLine(`  ${child}`, childValue, schema, DESCRIPTIONS[`${key}.${child}`]));
       }
+      if (key === "model") lines.push(...moeLines());
     } else {
       const schema = fieldSchema(undefined, key);
       const shown = key === "experiment" ? "<name>" : value;
@@ -98,41 +128,77 @@ export function configReference(): string {
     }
   }
 
-  lines.push("");
-  for (const registry of [routers, attention]) {
-    lines.push(`# registered ${registry.plural}: ${registry.describeNames()}`);
-  }
   lines.push(PLAN_REFERENCE.trimEnd(), "");
   return lines.join("\n");
 }
 
-function registeredSectionLines(section: string): string[] {
-  const registry = REGISTERED_SECTIONS[section];
+function registeredSectionLines(
+  section: string,
+  registry: Registry<unknown> = REGISTERED_SECTIONS[section],
+  indent = "",
+): string[] {
   const [first, ...others] = registry.entries();
+  const key = section.split(".").at(-1);
   const lines = [
-    `${section}:`,
-    `  name: ${first.name} # one of the registered ${registry.plural}: ${registry.describeNames()}`,
-    `  # ${first.name}: ${first.summary}`,
+    `${indent}${key}:`,
+    `${indent}  name: ${first.name} # one of the registered ${registry.plural}: ` +
+    registry.describeNames(),
+    `${indent}  # ${first.name}: ${first.summary}`,
   ];
-  lines.push(...optionLines(section, first.options, "  "));
+  lines.push(...optionLines(section, first.options, `${indent}  `));
 
   for (const entry of others) {
-    lines.push(`  # or name: ${entry.name} (${entry.summary}), with options:`);
-    lines.push(...optionLines(section, entry.options, "  # "));
+    lines.push(`${indent}  # or name: ${entry.name} (${entry.summary}), with options:`);
+    lines.push(...optionLines(section, entry.options, `${indent}  # `));
   }
   return lines;
 }
 
+/**
+ * The default of each option, or the marker `<required>` for an option without one (a window
+ * size, say, that has no sensible default).
+ */
+export function optionDefaults(options: z.ZodObject): Record<string, unknown> {
+  const defaults: Record<string, unknown> = {};
+  for (const [key, schema] of Object.entries(options.shape)) {
+    const parsed = (schema as z.ZodType).safeParse(undefined);
+    defaults[key] = parsed.success ? parsed.data : "<required>";
+  }
+  return defaults;
+}
+
 function optionLines(section: string, options: z.ZodObject, indent: string): string[] {
-  const defaults = options.parse({}) as Record<string, unknown>;
-  return Object.entries(options.shape).map(([key, schema]) =>
-    keyLine(
-      `${indent}${key}`,
-      defaults[key],
-      schema as z.ZodType,
-      (schema as z.ZodType).description ?? DESCRIPTIONS[`${section}.${key}`],
-    )
-  );
+  const defaults = optionDefaults(options);
+  return Object.entries(options.shape).map(([key, schema]) => {
+    const note = (schema as z.ZodType).description ?? DESCRIPTIONS[`${section}.${key}`];
+    // An option that is unset by default is shown commented out, so the YAML stays valid.
+    if (defaults[key] === undefined) {
+      const commented = indent.endsWith("# ") ? indent : `${indent}# `;
+      return keyLine(`${commented}${key}`, "<unset>", schema as z.ZodType, note);
+    }
+    return keyLine(`${indent}${key}`, defaults[key], schema as z.ZodType, note);
+  });
+}
+
+/** The model's optional MoE section, with its router chosen by name. */
+function moeLines(): string[] {
+  const moe = unwrap(fieldSchema("model", "moe") as z.ZodType) as z.ZodObject;
+  const defaults = optionDefaults(moe);
+  const lines = ["  # moe: optional; replaces the MLP of the chosen blocks with an MoE layer"];
+  for (const [key, schema] of Object.entries(moe.shape)) {
+    if (key === "router") {
+      lines.push(
+        ...registeredSectionLines("model.moe.router", routers, "  #   ").map((line) =>
+          line.replace(/^ {2}# {3}router:/, "  #   router:")
+        ),
+      );
+      continue;
+    }
+    lines.push(
+      keyLine(`  #   ${key}`, defaults[key], schema as z.ZodType, DESCRIPTIONS[`model.moe.${key}`]),
+    );
+  }
+  return lines;
 }
 
 function keyLine(key: string, value: unknown, schema: z.ZodType | undefined, note?: string) {

@@ -27,7 +27,24 @@ import { lrFactor } from "../optim/schedule.ts";
 import type { Tensor } from "../tensor/mod.ts";
 import type { ExperimentConfig } from "./config.ts";
 import { UserError } from "./errors.ts";
-import { type LmTask, loadTask } from "./tasks/lm.ts";
+import {
+  ClassifyTaskOptions,
+  createClassifyTask,
+  NOISE_STDS,
+  noiseMetricName,
+} from "./tasks/classify.ts";
+import { createForecastTask, ForecastTaskOptions } from "./tasks/forecast.ts";
+import { createLmTask, LmTaskOptions } from "./tasks/lm.ts";
+import { createRecallTask, RecallTaskOptions } from "./tasks/recall.ts";
+import type { Task } from "./tasks/task.ts";
+import type { AttentionContext, AttentionModule } from "../layers/attention/base.ts";
+import { attentionVariants, registerAttentionVariant } from "../layers/attention/registry.ts";
+import {
+  registerRouter as registerLayerRouter,
+  type RouterFactory as LayerRouterFactory,
+  ROUTERS,
+} from "../layers/moe/routers/mod.ts";
+import type { BpeTokenizerJson } from "./tokenizer/bpe.ts";
 
 /** One registered name: its options schema and factory. */
 export interface RegistryEntry<Factory> {
@@ -38,6 +55,13 @@ export interface RegistryEntry<Factory> {
   /** A strict object schema of the options; every option needs a default. */
   options: z.ZodObject;
   create: Factory;
+  /**
+   * For tasks: the names of the metrics `evaluate` returns, the first being the one reports rank
+   * by; the trainer logs each as a `val_<name>` column.
+   */
+  metrics?: string[];
+  /** For tasks: what a batch's units are, for the throughput column (`<unit>_per_s`). */
+  unit?: string;
 }
 
 const ENTRY_NAME = /^[A-Za-z][A-Za-z0-9_-]*$/;
@@ -120,15 +144,6 @@ export class Registry<Factory> {
 // The options of today's built-in entries. The static `ExperimentConfig` type is written from
 // these, so the trainer can read `config.optimizer.lr` with its type.
 
-/** Options of the byte-level language-modelling task. */
-export const LmTaskOptions = z.strictObject({
-  corpus: z.enum(["moby-dick"]).default("moby-dick"),
-  // Bytes per training window.
-  seqLen: z.int().min(2).default(64),
-  // The last fraction of the corpus is the validation split.
-  valFraction: z.number().gt(0).max(0.5).default(0.1),
-});
-
 // Options every optimizer shares: its base rate, decay, clipping and explicit parameter groups.
 const GroupRuleOptions = z.strictObject({
   // The group's name in the run log.
@@ -209,8 +224,17 @@ export const WsdScheduleOptions = z.strictObject({
   cooldown: z.enum(["linear", "1-sqrt"]).default("1-sqrt"),
 });
 
+/** State a task saved with its run (a trained tokenizer), handed back on resume. */
+export interface SavedTaskState {
+  tokenizer?: BpeTokenizerJson;
+}
+
 /** Builds a task's data for a run. */
-export type TaskFactory = (config: ExperimentConfig, backend: Backend) => Promise<LmTask>;
+export type TaskFactory = (
+  config: ExperimentConfig,
+  backend: Backend,
+  saved: SavedTaskState,
+) => Promise<Task>;
 
 /**
  * Builds an optimizer over a model's named parameters from its validated options; returns it with
@@ -227,12 +251,13 @@ export type LrSchedule = (step: number, totalSteps: number) => number;
 /** Builds a learning-rate schedule from its validated options. */
 export type ScheduleFactory = (options: Record<string, unknown>) => LrSchedule;
 
-// TODO: routers and attention variants get typed factories when layers/moe and the attention
-// variants land; until then nothing calls these factories.
-/** Builds a router from its validated options. */
-export type RouterFactory = (options: Record<string, unknown>) => unknown;
+/** Builds a router of an MoE layer from its validated options. */
+export type RouterFactory = LayerRouterFactory;
 /** Builds an attention variant from its validated options. */
-export type AttentionFactory = (options: Record<string, unknown>) => unknown;
+export type AttentionFactory = (
+  context: AttentionContext,
+  options: Record<string, unknown>,
+) => AttentionModule;
 
 export const tasks = new Registry<TaskFactory>("task", "tasks");
 export const optimizers = new Registry<OptimizerFactory>("optimizer", "optimizers");
@@ -244,9 +269,47 @@ export const attention = new Registry<AttentionFactory>("attention variant", "at
 // what it will call once it selects them by name.
 tasks.register({
   name: "lm",
-  summary: "byte-level next-byte prediction on a text corpus",
+  summary: "next-token prediction on a text corpus, with byte or BPE tokens",
   options: LmTaskOptions,
-  create: loadTask,
+  metrics: ["loss", "bitsPerByte", "perplexity"],
+  unit: "tokens",
+  create: (config, backend, saved) =>
+    createLmTask(backend, withoutName(config.task), config.model, saved),
+});
+
+tasks.register({
+  name: "forecast",
+  summary: "multivariate time-series forecasting from CSV series (MSE on normalised values)",
+  options: ForecastTaskOptions,
+  metrics: ["mse", "mae"],
+  unit: "samples",
+  create: (config, backend) => createForecastTask(backend, withoutName(config.task), config.model),
+});
+
+tasks.register({
+  name: "classify",
+  summary: "MNIST digit classification with a small vision transformer",
+  options: ClassifyTaskOptions,
+  metrics: ["loss", "accuracy", ...NOISE_STDS.map(noiseMetricName)],
+  unit: "samples",
+  create: (config, backend) => createClassifyTask(backend, withoutName(config.task), config.model),
+});
+
+tasks.register({
+  name: "recall",
+  summary: "multi-query associative recall (MQAR) generated from the seed",
+  options: RecallTaskOptions,
+  metrics: ["loss", "accuracy"],
+  unit: "tokens",
+  create: (config, backend) =>
+    Promise.resolve(
+      createRecallTask(
+        backend,
+        RecallTaskOptions.parse(withoutName(config.task)),
+        config.model,
+        config.seed,
+      ),
+    ),
 });
 
 /** A config section without its `name`, which selected the entry and is not an option. */
@@ -311,3 +374,44 @@ schedules.register({
     return (step, totalSteps) => lrFactor(step, totalSteps, { name: "wsd", ...parsed });
   },
 });
+
+// The model builds routers and attention variants through the layers' own tables, so a name
+// registered here is added there too.
+for (const entry of ROUTERS) routers.register(entry);
+
+const ATTENTION_SUMMARIES: Record<string, string> = {
+  mha: "causal multi-head attention with grouped-query, RoPE and ALiBi options",
+  window: "sliding-window attention: each query sees the last `window` keys",
+  moa: "per-head window spans alpha + beta * N (mixture of attention spans)",
+  sigmoid: "sigmoid attention without softmax normalisation",
+  keyBias: "softmax attention with a learnable sink key bias",
+  sinkLogit: "a learnable per-head sink logit in the softmax denominator",
+  gated: "attention output gated by a sigmoid of the input",
+  moh: "mixture-of-heads: shared heads always on, routed heads chosen per token by top-K",
+  dma: "dynamic mask attention: each query keeps its top-w keys scored from the values",
+  mla: "multi-head latent attention: a compressed key-value latent with decoupled RoPE",
+};
+
+for (const [name, variant] of Object.entries(attentionVariants)) {
+  attention.register({
+    name,
+    summary: ATTENTION_SUMMARIES[name] ?? name,
+    options: variant.schema,
+    create: variant.create as AttentionFactory,
+  });
+}
+
+/**
+ * Registers a router of a researcher's own under `name`: the config accepts it in
+ * `model.moe.router` and the MoE layer builds it.
+ */
+export function registerRouter(entry: RegistryEntry<RouterFactory>): void {
+  routers.register(entry);
+  registerLayerRouter(entry);
+}
+
+/** Registers an attention variant of a researcher's own for `model.attention`. */
+export function registerAttention(entry: RegistryEntry<AttentionFactory>): void {
+  attention.register(entry);
+  registerAttentionVariant(entry.name, { schema: entry.options, create: entry.create });
+}

@@ -9,7 +9,6 @@
 
 import { basename, join } from "node:path";
 import type { Backend } from "../kernels/backend.ts";
-import { DecoderLM } from "../layers/models/decoder_lm.ts";
 import { describeGroups } from "../optim/groups.ts";
 import { Rng } from "../tensor/mod.ts";
 import { saveCheckpoint } from "./checkpoint/checkpoint.ts";
@@ -17,25 +16,43 @@ import { configHash, type ExperimentConfig } from "./config.ts";
 import { CsvWriter } from "./csv.ts";
 import { RunError } from "./errors.ts";
 import { plotLines } from "./plot.ts";
+import { Probes } from "./probes.ts";
 import { Progress } from "./progress.ts";
-import { optimizers, schedules } from "./registry.ts";
+import { optimizers, type SavedTaskState, schedules, tasks } from "./registry.ts";
 import { restoreLatest, truncateMetrics } from "./resume.ts";
 import { createNamedRunDir, createRunDir } from "./run_dir.ts";
 import { moelabVersion, type RunSummary, writeSummary } from "./summary.ts";
-import { loadTask } from "./tasks/lm.ts";
-import { evaluate, trainStep } from "./train_step.ts";
+import type { Task } from "./tasks/task.ts";
+import { trainStep } from "./train_step.ts";
 
-export { evaluate, trainStep } from "./train_step.ts";
+export { trainStep } from "./train_step.ts";
 
-export const METRIC_COLUMNS = [
-  "step",
-  "train_loss",
-  "val_loss",
-  "lr",
-  "grad_norm",
-  "tokens_per_s",
-  "elapsed_s",
-];
+/** The metrics.csv columns of the language-modelling task, the default. */
+export const METRIC_COLUMNS = metricColumns("lm");
+
+/**
+ * The metrics.csv columns of a registered task: step, train loss, one `val_<metric>` per metric
+ * its evaluation returns, learning rate, gradient norm, throughput and elapsed seconds.
+ */
+export function metricColumns(taskName: string): string[] {
+  const entry = tasks.get(taskName);
+  return [
+    "step",
+    "train_loss",
+    ...(entry.metrics ?? ["loss"]).map(validationColumn),
+    "lr",
+    "grad_norm",
+    `${entry.unit ?? "samples"}_per_s`,
+    "elapsed_s",
+  ];
+}
+
+/** `bitsPerByte` → `val_bits_per_byte`. */
+export function validationColumn(metric: string): string {
+  return `val_${metric.replace(/[A-Z0-9]+/g, (m) => `_${m.toLowerCase()}`)}`;
+}
+
+const TOKENIZER_FILE = "tokenizer.json";
 
 export interface TrainOptions {
   backend: Backend;
@@ -89,13 +106,23 @@ export async function train(config: ExperimentConfig, options: TrainOptions): Pr
   log(`run ${runId}: moelab ${moelabVersion()}, ${backend.description}, config ${hash}`);
   log(`writing to ${dir}`);
 
-  const task = await loadTask(config, backend);
+  const saved: SavedTaskState = {};
+  if (options.resume !== undefined) {
+    try {
+      saved.tokenizer = JSON.parse(await Deno.readTextFile(join(dir, TOKENIZER_FILE)));
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+    }
+  }
+  const taskEntry = tasks.get(config.task.name);
+  const task: Task = await taskEntry.create(config, backend, saved);
+  const tokenizer = (task as { tokenizerJson?: () => unknown }).tokenizerJson?.();
+  if (tokenizer && options.resume === undefined) {
+    await Deno.writeTextFile(join(dir, TOKENIZER_FILE), JSON.stringify(tokenizer) + "\n");
+  }
+
   const rng = new Rng(config.seed);
-  const model = new DecoderLM(backend, rng.fork("init"), {
-    ...config.model,
-    vocabSize: task.vocabSize,
-    maxSeqLen: config.task.seqLen,
-  });
+  const model = task.createModel(backend, rng.fork("init"));
   const parameters = model.parameters();
   const { optimizer, warnings } = optimizers.get(config.optimizer.name).create(
     parameters,
@@ -105,6 +132,11 @@ export async function train(config: ExperimentConfig, options: TrainOptions): Pr
   for (const warning of warnings) log(`warning: ${warning}`);
   for (const line of describeGroups(optimizer.groups, parameters)) log(line);
   log(`model: ${model.parameterCount()} parameters; data: ${task.describe()}`);
+
+  const columns = metricColumns(config.task.name);
+  const metricNames = taskEntry.metrics ?? ["loss"];
+  const rankColumn = validationColumn(metricNames[0]);
+  const throughputColumn = columns[columns.length - 2];
 
   let dataRng = rng.fork("data");
   let startStep = 0;
@@ -125,16 +157,19 @@ export async function train(config: ExperimentConfig, options: TrainOptions): Pr
       history.push({
         step: Number(row.step),
         trainLoss: Number(row.train_loss),
-        valLoss: row.val_loss === "" ? NaN : Number(row.val_loss),
+        valLoss: row[rankColumn] === "" ? NaN : Number(row[rankColumn]),
       });
     }
     log(`resuming at step ${startStep} from ${join(dir, "checkpoints", `step-${startStep}`)}`);
   }
 
-  const metrics = await CsvWriter.create(metricsPath, METRIC_COLUMNS, {
+  const metrics = await CsvWriter.create(metricsPath, columns, {
     append: options.resume !== undefined,
   });
   const progress = new Progress();
+  const probes = config.train.probeEvery > 0
+    ? Probes.create(dir, task, model, config.train.batchSize, options.resume !== undefined)
+    : null;
   const summary: RunSummary = {
     runId,
     experiment: config.experiment,
@@ -164,16 +199,17 @@ export async function train(config: ExperimentConfig, options: TrainOptions): Pr
 
   try {
     const { steps, batchSize, logEvery, evalEvery, checkpointEvery } = config.train;
-    const tokensPerStep = batchSize * config.task.seqLen;
     let windowStart = performance.now();
-    let windowTokens = 0;
+    let windowUnits = 0;
     let lastTrainLoss = history.at(-1)?.trainLoss ?? NaN;
-    let lastValLoss = NaN;
+    let lastValidation: Record<string, number> = {};
 
     for (let step = startStep; step < steps; step++) {
       const factor = schedule(step, steps);
       const lr = config.optimizer.lr * factor;
       const batch = task.trainBatch(dataRng, batchSize);
+      windowUnits += batch.units;
+      model.setStep?.(step, steps);
       const { loss, normSq } = trainStep(
         model,
         optimizer,
@@ -182,7 +218,6 @@ export async function train(config: ExperimentConfig, options: TrainOptions): Pr
         config.optimizer.gradClip,
       );
       backend.flush();
-      windowTokens += tokensPerStep;
       summary.steps = step + 1;
 
       const isLast = step === steps - 1;
@@ -199,29 +234,33 @@ export async function train(config: ExperimentConfig, options: TrainOptions): Pr
           );
         }
         const now = performance.now();
-        const tokensPerSecond = windowTokens / ((now - windowStart) / 1000);
-        windowTokens = 0;
+        const throughput = windowUnits / ((now - windowStart) / 1000);
+        windowUnits = 0;
         lastTrainLoss = trainLoss;
 
-        const valLoss = evalNow
-          ? await evaluate(model, task, batchSize, config.train.evalBatches)
-          : NaN;
-        if (evalNow) lastValLoss = valLoss;
-        metrics.write({
+        const validation: Record<string, number> = evalNow
+          ? await task.evaluate(model, batchSize, config.train.evalBatches)
+          : {};
+        if (evalNow) lastValidation = validation;
+        const row: Record<string, number | string> = {
           step: step + 1,
           train_loss: trainLoss,
-          val_loss: evalNow ? valLoss : "",
           lr,
           grad_norm: gradNorm,
-          tokens_per_s: Math.round(tokensPerSecond),
+          [throughputColumn]: Math.round(throughput),
           elapsed_s: round((now - started) / 1000, 2),
-        });
-        history.push({ step: step + 1, trainLoss, valLoss });
+        };
+        for (const name of metricNames) {
+          row[validationColumn(name)] = evalNow ? validation[name] : "";
+        }
+        metrics.write(row);
+        const rankValue = evalNow ? validation[metricNames[0]] : NaN;
+        history.push({ step: step + 1, trainLoss, valLoss: rankValue });
         writeLog(
           `step ${step + 1}/${steps} loss ${trainLoss.toFixed(4)}` +
-            (evalNow ? ` val ${valLoss.toFixed(4)}` : "") +
+            (evalNow ? ` val ${metricNames[0]} ${rankValue.toFixed(4)}` : "") +
             ` lr ${lr.toExponential(2)} gnorm ${gradNorm.toFixed(3)}` +
-            ` tok/s ${Math.round(tokensPerSecond)}`,
+            ` ${task.unitName}/s ${Math.round(throughput)}`,
         );
         // The next window starts after the evaluation and logging, so they do not count.
         windowStart = performance.now();
@@ -230,6 +269,9 @@ export async function train(config: ExperimentConfig, options: TrainOptions): Pr
       }
       loss.dispose();
       normSq.dispose();
+      if (probes !== null && ((step + 1) % config.train.probeEvery === 0 || isLast)) {
+        await probes.probe(step + 1);
+      }
 
       if (checkpointEvery > 0 && (step + 1) % checkpointEvery === 0 && !isLast) {
         await checkpoint(step + 1);
@@ -250,46 +292,47 @@ export async function train(config: ExperimentConfig, options: TrainOptions): Pr
     await checkpoint(steps);
 
     summary.status = "completed";
-    summary.finalMetrics = {
-      trainLoss: lastTrainLoss,
-      valLoss: lastValLoss,
-      valBitsPerByte: lastValLoss / Math.LN2,
-    };
+    summary.finalMetrics = { trainLoss: lastTrainLoss };
+    for (const name of metricNames) {
+      summary.finalMetrics[`val${name[0].toUpperCase()}${name.slice(1)}`] = lastValidation[name];
+    }
   } catch (error) {
     progress.clear();
     summary.error = error instanceof Error ? error.message : String(error);
     throw error;
   } finally {
     metrics.close();
+    probes?.close();
     summary.wallTimeSeconds = round((performance.now() - started) / 1000, 2);
-    await writeLossPlot(join(dir, "plots", "loss.png"), history, config.experiment);
+    await writeLossPlot(join(dir, "plots", "loss.png"), history, config.experiment, metricNames[0]);
     await writeSummary(dir, summary);
     optimizer.dispose();
     model.dispose();
   }
 
-  log(
-    `done in ${summary.wallTimeSeconds}s: val loss ${
-      summary.finalMetrics.valLoss.toFixed(4)
-    } nats/byte ` +
-      `(${summary.finalMetrics.valBitsPerByte.toFixed(3)} bits/byte); results in ${dir}`,
-  );
+  const finals = metricNames.map((name) => `${name} ${lastValidationOf(summary, name).toFixed(4)}`);
+  log(`done in ${summary.wallTimeSeconds}s: validation ${finals.join(", ")}; results in ${dir}`);
   return { dir, runId, summary };
+}
+
+function lastValidationOf(summary: RunSummary, name: string): number {
+  return summary.finalMetrics[`val${name[0].toUpperCase()}${name.slice(1)}`] ?? NaN;
 }
 
 async function writeLossPlot(
   path: string,
   history: HistoryRow[],
   experiment: string,
+  validationMetric: string,
 ): Promise<void> {
   await plotLines(path, {
     title: `${experiment}: loss`,
     xLabel: "step",
-    yLabel: "loss (nats per byte)",
+    yLabel: "loss",
     series: [
-      { label: "train", points: history.map((h) => ({ x: h.step, y: h.trainLoss })) },
+      { label: "train loss", points: history.map((h) => ({ x: h.step, y: h.trainLoss })) },
       {
-        label: "validation",
+        label: `validation ${validationMetric}`,
         points: history.filter((h) => !Number.isNaN(h.valLoss)).map((h) => ({
           x: h.step,
           y: h.valLoss,

@@ -90,6 +90,63 @@ export interface AdamWSpec {
   step: number;
 }
 
+/**
+ * Sizes and options of fused causal attention (`Backend.attention`). Query i of head h sees key j
+ * when j ≤ i, and (j < initialKeys or i − j < window of h, unless that window is 0), and the key is
+ * not masked, and i < keyEnds[b, kvHead, j] when keyEnds is given.
+ */
+export interface AttentionSpec {
+  batch: number;
+  /** Query heads H. */
+  heads: number;
+  /** Key and value heads; divides `heads`, and query head h reads head ⌊h / (heads / kvHeads)⌋. */
+  kvHeads: number;
+  seqLen: number;
+  /** Size of each query and key vector. */
+  headDim: number;
+  /** Size of each value and output vector. */
+  valueDim: number;
+  /** Factor on q·k before any bias is added, usually 1/√headDim. */
+  scale: number;
+  /** Sliding window in keys (query i sees i − window < j ≤ i); 0 means none. `windows` overrides. */
+  window: number;
+  /** Keys before this position stay visible to every later query, whatever the window. */
+  initialKeys: number;
+  /** Layout of `bias`: "keys" is [B, kvHeads, T] (one logit per key), "full" is [B, H, T, T]. */
+  biasKind: "none" | "keys" | "full";
+}
+
+/**
+ * Storages of fused attention. q is [B, H, T, headDim]; k is [B, kvHeads, T, headDim]; v is
+ * [B, kvHeads, T, valueDim]. The optional ones are absent or null when unused.
+ */
+export interface AttentionInputs {
+  q: Storage;
+  k: Storage;
+  v: Storage;
+  /** Additive logits in the layout that `spec.biasKind` names. */
+  bias?: Storage | null;
+  /** f32 [H]: ALiBi slopes; the logit of (i, j) gains −slope·(i − j). */
+  alibiSlopes?: Storage | null;
+  /** i32 [H]: a window per head (0 means none), in place of `spec.window`. */
+  windows?: Storage | null;
+  /** f32 [B, T]: a key whose entry is 0 is hidden from every query. */
+  keyMask?: Storage | null;
+  /** i32 [B, kvHeads, T]: key j is visible only to queries i < keyEnds[b, kvHead, j]. */
+  keyEnds?: Storage | null;
+  /** f32 [B, H, T]: the logit of a virtual key with value 0 added to each query's softmax. */
+  sink?: Storage | null;
+}
+
+/** Gradients of fused attention; `dbias` and `dsink` are null when the input was absent. */
+export interface AttentionGrads {
+  dq: Storage;
+  dk: Storage;
+  dv: Storage;
+  dbias: Storage | null;
+  dsink: Storage | null;
+}
+
 export interface Backend {
   /** "webgpu" or "cpu". */
   readonly name: string;
@@ -201,6 +258,89 @@ export interface Backend {
   /** Sums rows of dy ([n, dim]) into a fresh [vocab, dim] by `ids`: the gradient of `gather`. */
   scatterAdd(dy: Storage, ids: Storage, n: number, vocab: number, dim: number): Storage;
 
+  // --- mixture of experts ---------------------------------------------------------------------
+  //
+  // A dispatch plan is a list of `count` assignments (token, expert, weight); an expert id outside
+  // [0, numExperts), conventionally −1, marks an empty or dropped assignment. Negative row and
+  // column indices select nothing: gathers give 0 there and scatters skip them. An index at or
+  // past its limit is invalid input (the CPU backend throws; the WebGPU backend gives 0 or skips).
+
+  /**
+   * The k largest entries of each row of scores [rows, cols], largest first. Equal scores rank
+   * the lower column first, so [0.5, 0.5, 0.5, 0.1] with k = 2 gives columns 0 then 1. NaN is
+   * never selected; when only NaN is left, the remaining picks are index −1 with value NaN.
+   * Returns i32 `indices` and f32 `values`, both [rows, k].
+   */
+  topK(scores: Storage, rows: number, cols: number, k: number): {
+    indices: Storage;
+    values: Storage;
+  };
+  /** Entries `x[r, indices[r, j]]` of x [rows, cols] (f32 or i32) as [rows, k]. */
+  gatherColumns(x: Storage, indices: Storage, rows: number, cols: number, k: number): Storage;
+  /**
+   * Sums dy [rows, k] into a zero [rows, cols] at columns `indices[r, j]`, in j order: the
+   * gradient of `gatherColumns` and of topK's values.
+   */
+  scatterColumns(dy: Storage, indices: Storage, rows: number, cols: number, k: number): Storage;
+  /** Rows `x[index[i]]` of x [n, cols] (f32 or i32) as [m, cols]. */
+  gatherRows(x: Storage, index: Storage, n: number, m: number, cols: number): Storage;
+  /**
+   * Sums the rows of dy [m, cols] into a zero [n, cols] at rows `index[i]`, in increasing i:
+   * the gradient of `gatherRows`.
+   */
+  scatterAddRows(dy: Storage, index: Storage, m: number, n: number, cols: number): Storage;
+  /**
+   * Applies an expert capacity to i32 expert ids [count]: ranks the assignments of each expert by
+   * f32 `priority` (higher first; null means position order), breaking ties by position, and
+   * returns the ids with −1 wherever the rank is ≥ capacity. Empty assignments stay −1.
+   */
+  dropOverCapacity(
+    experts: Storage,
+    priority: Storage | null,
+    count: number,
+    numExperts: number,
+    capacity: number,
+  ): Storage;
+  /**
+   * Stable counting sort of assignments by expert id ([count] i32). Returns i32 `offsets`
+   * [numExperts + 1] (the exclusive prefix sum of the per-expert counts), `order` [count] (the
+   * assignment at each sorted row, −1 at rows ≥ offsets[numExperts]) and `positions` [count]
+   * (the sorted row of each assignment, −1 for empty ones), so `order` and `positions` are
+   * inverse permutations on the kept assignments.
+   */
+  sortByExpert(
+    experts: Storage,
+    count: number,
+    numExperts: number,
+  ): { order: Storage; positions: Storage; offsets: Storage };
+  /**
+   * Per-expert products over contiguous row groups: row r of x [rows, dIn] in group e (offsets[e]
+   * ≤ r < offsets[e + 1]) becomes `W_e · x[r]`, with w [numExperts, dOut, dIn] stored [out, in]
+   * per expert. Rows ≥ offsets[numExperts] are 0; empty groups cost no products.
+   */
+  groupedMatmul(
+    x: Storage,
+    w: Storage,
+    offsets: Storage,
+    rows: number,
+    numExperts: number,
+    dIn: number,
+    dOut: number,
+  ): Storage;
+  /**
+   * The weight gradient of `groupedMatmul`: dW_e = Σ over the rows r of group e, in row order, of
+   * dy[r] ⊗ x[r], as [numExperts, dOut, dIn]; empty groups get zeros.
+   */
+  groupedMatmulWeightGrad(
+    dy: Storage,
+    x: Storage,
+    offsets: Storage,
+    rows: number,
+    numExperts: number,
+    dIn: number,
+    dOut: number,
+  ): Storage;
+
   // --- layout ---------------------------------------------------------------------------------
 
   /** Swaps two axes of a contiguous array of shape `shape` (rank ≤ 6). */
@@ -251,6 +391,38 @@ export interface Backend {
     cols: number,
     ignoreIndex: number,
   ): Storage;
+
+  // --- attention ------------------------------------------------------------------------------
+
+  /**
+   * Fused causal attention in the manner of FlashAttention: each query row keeps a running maximum
+   * and sum over its visible keys, so no T×T matrix is stored. Returns `out` [B, H, T, valueDim]
+   * and the per-row log-sum-exp `lse` [B, H, T] (sink included) for backward. A row with no
+   * visible key and no sink has output 0 and lse 0.
+   */
+  attention(inputs: AttentionInputs, spec: AttentionSpec): { out: Storage; lse: Storage };
+  /**
+   * Gradients of `attention` from the output gradient `dout`, recomputing probabilities from
+   * `lse`. A fully masked row contributes zero to every gradient.
+   */
+  attentionBackward(
+    inputs: AttentionInputs,
+    out: Storage,
+    lse: Storage,
+    dout: Storage,
+    spec: AttentionSpec,
+  ): AttentionGrads;
+  /**
+   * The probabilities of `attention` as [B, H, T, T] (v is not read): 0 on hidden keys, and rows
+   * sum to 1 minus the sink's share. For probes and routers; it has no backward.
+   */
+  attentionProbs(inputs: AttentionInputs, spec: AttentionSpec): Storage;
+  /**
+   * For dynamic mask attention: given per-key scores [rows, seqLen], returns i32 ends such that
+   * query i keeps key j (j ≤ i) exactly when i < ends[j], which keeps, for every query, the
+   * `keep` highest-scoring keys among 0..i, ties going to the later key.
+   */
+  attentionKeepEnds(scores: Storage, rows: number, seqLen: number, keep: number): Storage;
 
   // --- optimizer ------------------------------------------------------------------------------
 

@@ -12,3 +12,5 @@ export * from "./ops/reduce.ts";
 export * from "./ops/linalg.ts";
 export * from "./ops/layout.ts";
 export * from "./ops/nn.ts";
+export * from "./ops/attention.ts";
+export * from "./ops/moe.ts";

@@ -2,7 +2,7 @@
 
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import type { Backend } from "../../kernels/backend.ts";
-import { createCpuBackend } from "../../kernels/cpu/backend.ts";
+import { createFastCpuBackend } from "../../kernels/cpu/fast_backend.ts";
 import { UserError } from "../errors.ts";
 
 /** A subcommand of the CLI. */
@@ -50,7 +50,9 @@ export function backendOverride(name: string | undefined): string[] {
 
 /** Creates the backend a config names. */
 export async function createBackend(name: "webgpu" | "cpu"): Promise<Backend> {
-  if (name === "cpu") return createCpuBackend({ precision: "f32" });
+  // The CPU backend runs its matrix products as WebAssembly SIMD kernels; the plain TypeScript
+  // reference (createCpuBackend) stays the oracle of the tests.
+  if (name === "cpu") return createFastCpuBackend();
   // Loaded on demand, so a CPU run never touches navigator.gpu.
   const { createWebGpuBackend } = await import("../../kernels/webgpu/backend.ts");
   return await createWebGpuBackend();

@@ -1,6 +1,6 @@
 /** `deno task list`: the registered routers, attention variants, optimizers, schedules and tasks. */
 
-import { describeSchema } from "../reference.ts";
+import { describeSchema, optionDefaults } from "../reference.ts";
 import { attention, optimizers, type Registry, routers, schedules, tasks } from "../registry.ts";
 import { type Command, parseCommandArgs } from "./common.ts";
 
@@ -35,7 +35,7 @@ export function describeRegistry(registry: Registry<unknown>): string {
 
   for (const entry of registry.entries()) {
     lines.push(`  ${entry.name}: ${entry.summary}`);
-    const defaults = entry.options.parse({}) as Record<string, unknown>;
+    const defaults = optionDefaults(entry.options);
     for (const [key, schema] of Object.entries(entry.options.shape)) {
       const type = describeSchema(schema as Parameters<typeof describeSchema>[0]);
       lines.push(`    ${key}: ${type}, default ${JSON.stringify(defaults[key])}`);

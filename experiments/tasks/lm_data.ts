@@ -1,10 +1,10 @@
 /**
- * Byte-level language-modelling batches: each token is one byte (vocabulary size 256), and the
- * target at each position is the next byte.
+ * Language-modelling batches of token windows: the target at each position is the next token.
  *
- * The corpus is split once: the first part is training data and the last `valFraction` is
- * validation data. Every window lies inside one split, so no training window reads a validation
- * byte.
+ * `TokenLmData` draws windows from a training and a validation token array; `ByteLmData` splits a
+ * byte corpus (vocabulary size 256) at one point, the first part for training and the last
+ * `valFraction` for validation. Every window lies inside one split, so no training window reads a
+ * validation token.
  *
  * Example:
  * ```ts

@@ -19,6 +19,10 @@ export interface Batch {
 export interface TaskModel<B extends Batch = Batch> extends Module {
   /** The mean training loss of a batch, a one-element tensor. */
   loss(batch: B): Tensor;
+  /** Runs after each optimizer update, for state that is not trained by gradients. */
+  afterStep?(): void;
+  /** Runs before each training step (from 0) of `totalSteps`, for step schedules inside the model. */
+  setStep?(step: number, totalSteps: number): void;
 }
 
 export interface Task<B extends Batch = Batch> {

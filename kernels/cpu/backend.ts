@@ -13,6 +13,9 @@
 
 import type {
   AdamWSpec,
+  AttentionGrads,
+  AttentionInputs,
+  AttentionSpec,
   AxisCopySpec,
   Backend,
   BinaryOp,
@@ -23,11 +26,13 @@ import type {
   Storage,
   UnaryOp,
 } from "../backend.ts";
+import * as attention from "./attention.ts";
 import { binary, sumToShape } from "./broadcast.ts";
 import { crossEntropy, crossEntropyBackward } from "./cross_entropy.ts";
 import { gather, scatterAdd } from "./indexing.ts";
 import { copyAxis, fill, transpose } from "./layout.ts";
 import { matmul } from "./matmul.ts";
+import * as moe from "./moe.ts";
 import { layerNorm, layerNormBackward, rmsNorm, rmsNormBackward } from "./norms.ts";
 import { adamw, clipCoefficient, muonMomentum, sumSquares } from "./optimizer.ts";
 import { maxBackward, reduce } from "./reduce.ts";
@@ -55,12 +60,13 @@ export function createCpuBackend(options: CpuBackendOptions = {}): Backend {
   return new CpuBackend(new CpuMemory(precision, options.poison ?? false));
 }
 
-class CpuBackend implements Backend {
+/** The reference backend; `FastCpuBackend` extends it and overrides the hot ops. */
+export class CpuBackend implements Backend {
   readonly name = "cpu";
   readonly description: string;
   readonly precision: "f32" | "f64";
 
-  constructor(private readonly mem: CpuMemory) {
+  constructor(protected readonly mem: CpuMemory) {
     this.precision = mem.precision;
     const width = mem.precision === "f64" ? "float64" : "float32";
     this.description = `cpu (TypeScript reference, ${width})`;
@@ -206,6 +212,66 @@ class CpuBackend implements Backend {
     return scatterAdd(this.mem, dy, ids, n, vocab, dim);
   }
 
+  // --- mixture of experts ----------------------------------------------------------------------
+
+  topK(scores: Storage, rows: number, cols: number, k: number) {
+    return moe.topK(this.mem, scores, rows, cols, k);
+  }
+
+  gatherColumns(x: Storage, indices: Storage, rows: number, cols: number, k: number): Storage {
+    return moe.gatherColumns(this.mem, x, indices, rows, cols, k);
+  }
+
+  scatterColumns(dy: Storage, indices: Storage, rows: number, cols: number, k: number): Storage {
+    return moe.scatterColumns(this.mem, dy, indices, rows, cols, k);
+  }
+
+  gatherRows(x: Storage, index: Storage, n: number, m: number, cols: number): Storage {
+    return moe.gatherRows(this.mem, x, index, n, m, cols);
+  }
+
+  scatterAddRows(dy: Storage, index: Storage, m: number, n: number, cols: number): Storage {
+    return moe.scatterAddRows(this.mem, dy, index, m, n, cols);
+  }
+
+  dropOverCapacity(
+    experts: Storage,
+    priority: Storage | null,
+    count: number,
+    numExperts: number,
+    capacity: number,
+  ): Storage {
+    return moe.dropOverCapacity(this.mem, experts, priority, count, numExperts, capacity);
+  }
+
+  sortByExpert(experts: Storage, count: number, numExperts: number) {
+    return moe.sortByExpert(this.mem, experts, count, numExperts);
+  }
+
+  groupedMatmul(
+    x: Storage,
+    w: Storage,
+    offsets: Storage,
+    rows: number,
+    numExperts: number,
+    dIn: number,
+    dOut: number,
+  ): Storage {
+    return moe.groupedMatmul(this.mem, x, w, offsets, rows, numExperts, dIn, dOut);
+  }
+
+  groupedMatmulWeightGrad(
+    dy: Storage,
+    x: Storage,
+    offsets: Storage,
+    rows: number,
+    numExperts: number,
+    dIn: number,
+    dOut: number,
+  ): Storage {
+    return moe.groupedMatmulWeightGrad(this.mem, dy, x, offsets, rows, numExperts, dIn, dOut);
+  }
+
   // --- layout ----------------------------------------------------------------------------------
 
   transpose(x: Storage, shape: readonly number[], axis1: number, axis2: number): Storage {
@@ -255,6 +321,30 @@ class CpuBackend implements Backend {
     ignoreIndex: number,
   ): Storage {
     return crossEntropyBackward(this.mem, logits, targets, lse, count, dy, rows, cols, ignoreIndex);
+  }
+
+  // --- attention -------------------------------------------------------------------------------
+
+  attention(inputs: AttentionInputs, spec: AttentionSpec): { out: Storage; lse: Storage } {
+    return attention.attention(this.mem, inputs, spec);
+  }
+
+  attentionBackward(
+    inputs: AttentionInputs,
+    out: Storage,
+    lse: Storage,
+    dout: Storage,
+    spec: AttentionSpec,
+  ): AttentionGrads {
+    return attention.attentionBackward(this.mem, inputs, out, lse, dout, spec);
+  }
+
+  attentionProbs(inputs: AttentionInputs, spec: AttentionSpec): Storage {
+    return attention.attentionProbs(this.mem, inputs, spec);
+  }
+
+  attentionKeepEnds(scores: Storage, rows: number, seqLen: number, keep: number): Storage {
+    return attention.attentionKeepEnds(this.mem, scores, rows, seqLen, keep);
   }
 
   // --- optimizer -------------------------------------------------------------------------------

@@ -11,6 +11,9 @@
 
 import type {
   AdamWSpec,
+  AttentionGrads,
+  AttentionInputs,
+  AttentionSpec,
   AxisCopySpec,
   Backend,
   BinaryOp,
@@ -28,10 +31,12 @@ import { GpuMemory } from "./memory.ts";
 import type { GpuStorage } from "./pool.ts";
 import { UniformArena } from "./uniforms.ts";
 import type { Grid, Kernel, KernelContext } from "./ops/kernel.ts";
+import * as attention from "./ops/attention.ts";
 import * as elementwise from "./ops/elementwise.ts";
 import * as indexing from "./ops/indexing.ts";
 import * as layout from "./ops/layout.ts";
 import { matmul } from "./ops/matmul.ts";
+import * as moe from "./ops/moe.ts";
 import * as norms from "./ops/norms.ts";
 import * as optimizer from "./ops/optimizer.ts";
 import * as reduce from "./ops/reduce.ts";
@@ -274,6 +279,79 @@ export class WebGpuBackend implements Backend {
     return indexing.scatterAdd(this.#context, dy, ids, n, vocab, dim);
   }
 
+  topK(scores: Storage, rowCount: number, cols: number, k: number) {
+    return moe.topK(this.#context, scores, rowCount, cols, k);
+  }
+
+  gatherColumns(x: Storage, indices: Storage, rowCount: number, cols: number, k: number): Storage {
+    return moe.gatherColumns(this.#context, x, indices, rowCount, cols, k);
+  }
+
+  scatterColumns(
+    dy: Storage,
+    indices: Storage,
+    rowCount: number,
+    cols: number,
+    k: number,
+  ): Storage {
+    return moe.scatterColumns(this.#context, dy, indices, rowCount, cols, k);
+  }
+
+  gatherRows(x: Storage, index: Storage, n: number, m: number, cols: number): Storage {
+    return moe.gatherRows(this.#context, x, index, n, m, cols);
+  }
+
+  scatterAddRows(dy: Storage, index: Storage, m: number, n: number, cols: number): Storage {
+    return moe.scatterAddRows(this.#context, dy, index, m, n, cols);
+  }
+
+  dropOverCapacity(
+    experts: Storage,
+    priority: Storage | null,
+    count: number,
+    numExperts: number,
+    capacity: number,
+  ): Storage {
+    return moe.dropOverCapacity(this.#context, experts, priority, count, numExperts, capacity);
+  }
+
+  sortByExpert(experts: Storage, count: number, numExperts: number) {
+    return moe.sortByExpert(this.#context, experts, count, numExperts);
+  }
+
+  groupedMatmul(
+    x: Storage,
+    w: Storage,
+    offsets: Storage,
+    rowCount: number,
+    numExperts: number,
+    dIn: number,
+    dOut: number,
+  ): Storage {
+    return moe.groupedMatmul(this.#context, x, w, offsets, rowCount, numExperts, dIn, dOut);
+  }
+
+  groupedMatmulWeightGrad(
+    dy: Storage,
+    x: Storage,
+    offsets: Storage,
+    rowCount: number,
+    numExperts: number,
+    dIn: number,
+    dOut: number,
+  ): Storage {
+    return moe.groupedMatmulWeightGrad(
+      this.#context,
+      dy,
+      x,
+      offsets,
+      rowCount,
+      numExperts,
+      dIn,
+      dOut,
+    );
+  }
+
   transpose(x: Storage, shape: readonly number[], axis1: number, axis2: number): Storage {
     return layout.transpose(this.#context, x, shape, axis1, axis2);
   }
@@ -325,6 +403,28 @@ export class WebGpuBackend implements Backend {
       cols,
       ignoreIndex,
     );
+  }
+
+  attention(inputs: AttentionInputs, spec: AttentionSpec): { out: Storage; lse: Storage } {
+    return attention.attention(this.#context, inputs, spec);
+  }
+
+  attentionBackward(
+    inputs: AttentionInputs,
+    out: Storage,
+    lse: Storage,
+    dout: Storage,
+    spec: AttentionSpec,
+  ): AttentionGrads {
+    return attention.attentionBackward(this.#context, inputs, { out, lse, dout }, spec);
+  }
+
+  attentionProbs(inputs: AttentionInputs, spec: AttentionSpec): Storage {
+    return attention.attentionProbs(this.#context, inputs, spec);
+  }
+
+  attentionKeepEnds(scores: Storage, rowCount: number, seqLen: number, keep: number): Storage {
+    return attention.attentionKeepEnds(this.#context, scores, rowCount, seqLen, keep);
   }
 
   sumSquares(x: Storage): Storage {

@@ -7,7 +7,7 @@
  * `dispatch` or `settle`.
  */
 
-import type { BufferAccess, Kernel } from "./ops/kernel.ts";
+import type { BufferAccess, ElementType, Kernel } from "./ops/kernel.ts";
 import { UNIFORM_BINDING_BYTES } from "./uniforms.ts";
 
 export interface CachedPipeline {
@@ -33,7 +33,7 @@ export class PipelineCache {
     const cached = this.#pipelines.get(kernel.code);
     if (cached) return cached;
 
-    const layouts = this.#layoutFor(kernel.access);
+    const layouts = this.#layoutFor(kernel.access, kernel.types);
     this.device.pushErrorScope("validation");
     const module = this.device.createShaderModule({ label: kernel.label, code: kernel.code });
     const pipeline = this.device.createComputePipeline({
@@ -83,8 +83,11 @@ export class PipelineCache {
     this.#checks.add(check);
   }
 
-  #layoutFor(access: readonly BufferAccess[]) {
-    const key = access.join(",");
+  // A layout is shared only by kernels with the same access and element type per binding, and a
+  // vec4 binding declares its 16-byte minimum: with layouts shared across element types, wgpu
+  // rejected a scalar kernel's 4-byte binding recorded after a vec4 matmul in the same pass.
+  #layoutFor(access: readonly BufferAccess[], types: readonly ElementType[]) {
+    const key = access.map((mode, i) => `${mode}:${types[i]}`).join(",");
     const cached = this.#layouts.get(key);
     if (cached) return cached;
 
@@ -97,7 +100,10 @@ export class PipelineCache {
       entries.push({
         binding: i + 1,
         visibility: GPUShaderStage.COMPUTE,
-        buffer: { type: mode === "read" ? "read-only-storage" : "storage" },
+        buffer: {
+          type: mode === "read" ? "read-only-storage" : "storage",
+          ...(types[i] === "vec4<f32>" ? { minBindingSize: 16 } : {}),
+        },
       })
     );
     const group = this.device.createBindGroupLayout({ label: `layout ${key}`, entries });

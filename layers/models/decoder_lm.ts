@@ -6,10 +6,13 @@
 import type { Backend } from "../../kernels/backend.ts";
 import { add, crossEntropy, matmul, Rng, slice, Tensor } from "../../tensor/mod.ts";
 import { ShapeError } from "../../tensor/shape.ts";
+import type { AttentionSpec } from "../attention/registry.ts";
 import { DecoderBlock } from "../block.ts";
 import { Embedding, Linear } from "../linear.ts";
 import type { MlpKind } from "../mlp.ts";
 import { Module, normalParameter } from "../module.ts";
+import type { MoeLayer, RoutingRecord } from "../moe/moe_layer.ts";
+import { moeLayerIndices, type MoeSpec, resolveMoe } from "../moe/spec.ts";
 import { createNorm, type LayerNorm, type NormKind, type RMSNorm } from "../norm.ts";
 import { RopeTables } from "../rope.ts";
 
@@ -26,6 +29,10 @@ export interface DecoderLmOptions {
   tieEmbeddings: boolean;
   normEps: number;
   initStd: number;
+  /** `model.attention`: the variant name and its options; default `{ name: "mha" }`. */
+  attention?: AttentionSpec;
+  /** When given, MoE layers replace the MLP of the blocks that `moe.layers` names. */
+  moe?: MoeSpec;
 }
 
 export class DecoderLM extends Module {
@@ -35,6 +42,7 @@ export class DecoderLM extends Module {
   readonly finalNorm: RMSNorm | LayerNorm;
   readonly head: Linear | null;
   readonly #rope: RopeTables | null;
+  #moeAuxLoss: Tensor | null = null;
 
   constructor(backend: Backend, rng: Rng, readonly options: DecoderLmOptions) {
     super();
@@ -55,14 +63,31 @@ export class DecoderLM extends Module {
         normalParameter(backend, rng, [options.maxSeqLen, dModel], initStd),
       )
       : null;
+    const moe = options.moe === undefined ? null : {
+      ...resolveMoe(options.moe),
+      dModel,
+      router: options.moe.router,
+      initStd,
+      outputInitStd,
+      vocabSize,
+    };
+    const moeLayers = new Set(
+      options.moe === undefined ? [] : moeLayerIndices(options.moe.layers, numLayers),
+    );
     for (let i = 0; i < numLayers; i++) {
       this.blocks.push(
         this.addModule(
           `blocks.${i}`,
-          new DecoderBlock(backend, rng, { ...options, outputInitStd, rope: this.#rope }),
+          new DecoderBlock(backend, rng, {
+            ...options,
+            outputInitStd,
+            rope: this.#rope,
+            moe: moe !== null && moeLayers.has(i) ? { ...moe, layerIndex: i, numLayers } : null,
+          }),
         ),
       );
     }
+    warnFutureLeak(this.moeLayers());
     this.finalNorm = this.addModule(
       "finalNorm",
       createNorm(backend, options.norm, dModel, options.normEps),
@@ -88,7 +113,16 @@ export class DecoderLM extends Module {
     if (this.positionEmbedding !== null) {
       h = add(h, slice(this.positionEmbedding, 0, 0, seqLen));
     }
-    for (const block of this.blocks) h = block.forward(h);
+    const context = { tokenIds: ids.reshape([ids.size]) };
+    let moeAuxLoss: Tensor | null = null;
+    for (const block of this.blocks) {
+      const out = block.forwardWithAux(h, context);
+      h = out.y;
+      if (out.auxLoss !== null) {
+        moeAuxLoss = moeAuxLoss === null ? out.auxLoss : add(moeAuxLoss, out.auxLoss);
+      }
+    }
+    this.#moeAuxLoss = moeAuxLoss;
     h = this.finalNorm.forward(h);
 
     return this.head === null
@@ -96,13 +130,86 @@ export class DecoderLM extends Module {
       : this.head.forward(h);
   }
 
-  /** Mean next-token cross-entropy in nats. */
+  /**
+   * Sum of the attention layers' weighted auxiliary losses from the latest forward (MoH's head
+   * load balance), or null when no layer has one. Add it to the task loss before backward.
+   */
+  attentionAuxLoss(): Tensor | null {
+    let total: Tensor | null = null;
+    for (const block of this.blocks) {
+      const aux = block.attention.auxLoss;
+      if (aux !== null) total = total === null ? aux : add(total, aux);
+    }
+    return total;
+  }
+
+  /**
+   * Sum of the MoE layers' weighted auxiliary losses (load balance, z-loss, ...) from the latest
+   * forward, or null when the model has no MoE layer or no loss is weighted above 0.
+   */
+  moeAuxLoss(): Tensor | null {
+    return this.#moeAuxLoss;
+  }
+
+  /**
+   * Mean next-token cross-entropy in nats, plus the weighted auxiliary losses of the MoE layers
+   * and of the attention layers (MoH's head load balance) when the model has any.
+   */
   loss(ids: Tensor, targets: Tensor): Tensor {
-    return crossEntropy(this.forward(ids), targets);
+    const ce = crossEntropy(this.forward(ids), targets);
+    let aux = this.#moeAuxLoss;
+    this.#moeAuxLoss = null;
+    const attentionAux = this.attentionAuxLoss();
+    if (attentionAux !== null) aux = aux === null ? attentionAux : add(aux, attentionAux);
+    return aux === null ? ce : add(ce, aux.reshape([]));
+  }
+
+  /** The MoE layers by block index, in block order. */
+  moeLayers(): { layer: number; moe: MoeLayer }[] {
+    const out: { layer: number; moe: MoeLayer }[] = [];
+    this.blocks.forEach((block, layer) => {
+      if (block.moe !== null) out.push({ layer, moe: block.moe });
+    });
+    return out;
+  }
+
+  /** The routing of each MoE layer's latest forward, by block index (empty before the first). */
+  routing(): { layer: number; record: RoutingRecord }[] {
+    return this.moeLayers().flatMap(({ layer, moe }) =>
+      moe.lastRouting === null ? [] : [{ layer, record: moe.lastRouting }]
+    );
+  }
+
+  /**
+   * Runs every MoE router's post-update hook (the aux-free bias update); the trainer calls it
+   * after each optimizer step.
+   */
+  afterStep(): void {
+    for (const { moe } of this.moeLayers()) moe.afterStep();
+  }
+
+  /**
+   * Passes training step `step` (0-based) of `totalSteps` to every MoE router (the progressive
+   * top-K schedule); the trainer calls it before each training forward.
+   */
+  setStep(step: number, totalSteps: number): void {
+    for (const { moe } of this.moeLayers()) moe.setStep(step, totalSteps);
   }
 
   override dispose(): void {
     super.dispose();
+    for (const { moe } of this.moeLayers()) moe.dispose();
     this.#rope?.dispose();
   }
+}
+
+/** Warns once when a router routes tokens with later tokens' states, which a causal LM must not. */
+function warnFutureLeak(layers: { layer: number; moe: MoeLayer }[]): void {
+  const leaking = layers.filter(({ moe }) => moe.router.usesLaterTokens).map(({ layer }) => layer);
+  if (leaking.length === 0) return;
+  console.warn(
+    `model.moe.router "${layers[0].moe.options.router.name}" routes each token with the states ` +
+      `of later tokens in blocks ${leaking.join(", ")}, which leaks the future into this causal ` +
+      `language model; its losses are not comparable with causal routers`,
+  );
 }

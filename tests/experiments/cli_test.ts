@@ -98,7 +98,7 @@ Deno.test("cli cpu run succeeds", async () => {
     `output.dir=${out}`,
   );
   assert.equal(code, 0, stderr);
-  assert.match(stdout, /done in .*val loss/);
+  assert.match(stdout, /done in .*validation loss/);
 });
 
 Deno.test("cli no adapter names the fix", async () => {

@@ -41,7 +41,15 @@ Deno.test("parseConfig fills defaults", () => {
 
   assert.equal(config.seed, 0);
   assert.equal(config.backend, "webgpu");
-  assert.deepEqual(config.task, { name: "lm", corpus: "moby-dick", seqLen: 64, valFraction: 0.1 });
+  assert.deepEqual(config.task, {
+    name: "lm",
+    corpus: "moby-dick",
+    path: "",
+    seqLen: 64,
+    valFraction: 0.1,
+    tokenizer: "byte",
+    vocabSize: 512,
+  });
   assert.equal(config.model.dModel, 96);
   assert.equal(config.model.mlp, "gelu");
   assert.equal(config.model.tieEmbeddings, true);

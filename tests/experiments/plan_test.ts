@@ -183,7 +183,10 @@ Deno.test("registry get lists names", () => {
   const error = errorOf(() => schedules.get("linear"));
 
   assert.ok(error instanceof UserError);
-  assert.equal(error.message, 'unknown schedule "linear"; registered schedules: cosine, constant, wsd');
+  assert.equal(
+    error.message,
+    'unknown schedule "linear"; registered schedules: cosine, constant, wsd',
+  );
 });
 
 Deno.test("registry rejects duplicate name", () => {

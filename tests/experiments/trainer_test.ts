@@ -9,6 +9,7 @@ import { Rng, Tensor } from "../../tensor/mod.ts";
 import { parseConfig } from "../../experiments/config.ts";
 import { readCsv } from "../../experiments/csv.ts";
 import { train, trainStep } from "../../experiments/trainer.ts";
+import { LmModel, uploadTokenBatch } from "../../experiments/tasks/lm_model.ts";
 
 /** A config small enough to train a few steps in about a second on the CPU backend. */
 export function tinyConfig(outputDir: string, overrides: Record<string, unknown> = {}) {
@@ -96,29 +97,28 @@ Deno.test("trainer stops on NaN loss and keeps rows", async () => {
 
 Deno.test("trainStep live storages stay flat", () => {
   const backend = createCpuBackend();
-  const model = new DecoderLM(backend, new Rng(1), {
-    vocabSize: 256,
-    maxSeqLen: 8,
-    dModel: 16,
-    numLayers: 2,
-    numHeads: 2,
-    dFF: 32,
-    mlp: "swiglu",
-    norm: "layernorm",
-    position: "learned",
-    tieEmbeddings: false,
-    normEps: 1e-5,
-    initStd: 0.02,
-  });
+  const model = new LmModel(
+    new DecoderLM(backend, new Rng(1), {
+      vocabSize: 256,
+      maxSeqLen: 8,
+      dModel: 16,
+      numLayers: 2,
+      numHeads: 2,
+      dFF: 32,
+      mlp: "swiglu",
+      norm: "layernorm",
+      position: "learned",
+      tieEmbeddings: false,
+      normEps: 1e-5,
+      initStd: 0.02,
+    }),
+  );
   const { optimizer } = createOptimizer(model.parameters(), { name: "adamw", lr: 1e-3 });
   const rng = new Rng(2);
   const counts = [];
   for (let step = 0; step < 4; step++) {
     const ids = Int32Array.from({ length: 16 }, () => rng.int(256));
-    const batch = {
-      inputs: Tensor.fromArray(backend, ids, [2, 8]),
-      targets: Tensor.fromArray(backend, ids.map((v) => (v + 1) % 256), [2, 8]),
-    };
+    const batch = uploadTokenBatch(backend, ids, ids.map((v) => (v + 1) % 256), 2, 8);
     const { loss, normSq } = trainStep(model, optimizer, batch, 1, 1);
     loss.dispose();
     normSq.dispose();
@@ -142,35 +142,29 @@ Deno.test({
     const liveCounts: number[] = [];
     const buffersCreated: number[] = [];
     for (const backend of [createCpuBackend(), gpu]) {
-      const model = new DecoderLM(backend, new Rng(5), {
-        vocabSize: 256,
-        maxSeqLen: 13,
-        dModel: 24,
-        numLayers: 2,
-        numHeads: 3,
-        dFF: 40,
-        mlp: "gelu",
-        norm: "rmsnorm",
-        position: "rope",
-        tieEmbeddings: true,
-        normEps: 1e-5,
-        initStd: 0.02,
-      });
+      const model = new LmModel(
+        new DecoderLM(backend, new Rng(5), {
+          vocabSize: 256,
+          maxSeqLen: 13,
+          dModel: 24,
+          numLayers: 2,
+          numHeads: 3,
+          dFF: 40,
+          mlp: "gelu",
+          norm: "rmsnorm",
+          position: "rope",
+          tieEmbeddings: true,
+          normEps: 1e-5,
+          initStd: 0.02,
+        }),
+      );
       const { optimizer } = createOptimizer(model.parameters(), { name: "adamw", lr: 3e-3 });
       const rng = new Rng(6);
       const run: number[] = [];
       for (let step = 0; step < 3; step++) {
         const ids = Int32Array.from({ length: 3 * 13 }, () => rng.int(256));
-        const { loss, normSq } = trainStep(
-          model,
-          optimizer,
-          {
-            inputs: Tensor.fromArray(backend, ids, [3, 13]),
-            targets: Tensor.fromArray(backend, ids.map((v) => (v * 7 + 1) % 256), [3, 13]),
-          },
-          3e-3,
-          1,
-        );
+        const batch = uploadTokenBatch(backend, ids, ids.map((v) => (v * 7 + 1) % 256), 3, 13);
+        const { loss, normSq } = trainStep(model, optimizer, batch, 1, 1);
         run.push(await loss.item());
         loss.dispose();
         normSq.dispose();

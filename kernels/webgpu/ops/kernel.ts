@@ -41,6 +41,8 @@ export interface Kernel {
   code: string;
   paramTypes: ParamType[];
   access: BufferAccess[];
+  /** Element type of each storage binding, in binding order. */
+  types: ElementType[];
 }
 
 /** Workgroup counts of one dispatch: [x, y, z]. */
@@ -121,6 +123,7 @@ export function defineKernel(spec: KernelSpec): Kernel {
     code,
     paramTypes: spec.params.map(([, type]) => type),
     access: spec.buffers.map((buffer) => buffer.access),
+    types: spec.buffers.map((buffer) => buffer.type),
   };
 }
 

@@ -7,8 +7,8 @@
  * registers and reads its operands straight from storage, four floats per load when k is a
  * multiple of 4. There is no workgroup-memory tiling: on Mesa's llvmpipe adapter a shared-memory
  * tiled kernel with barriers ran at 0.8–2.7 GFLOP/s and this one at 6–14 GFLOP/s for the shapes
- * of the quickstart model and 512³ (bench/profile_step.ts, 2-core machine, December 2026). Every
- * output sums over k in index order, four products at a time.
+ * of the quickstart model and 512³ (2-core machine, December 2026; deno task bench measures the
+ * matmul again). Every output sums over k in index order, four products at a time.
  */
 
 import type { MatmulSpec, Storage } from "../../backend.ts";

@@ -6,8 +6,8 @@
  * columns with a stride of `WG` and combine partial results in a fixed tree. In "thread" mode one
  * thread handles a whole row, which suits short rows: on Mesa's llvmpipe adapter a softmax over
  * 4096 rows of 64 took 25 ms in group mode, where every barrier is costly, and about 2 ms in
- * thread mode (bench/profile_step.ts, 2-core machine, December 2026). Both modes sum each row in a
- * fixed order, so every run reduces the same way.
+ * thread mode (a one-off timing on the 2-core development machine, December 2026). Both modes
+ * sum each row in a fixed order, so every run reduces the same way.
  */
 
 import type { Storage } from "../../backend.ts";
