@@ -9,6 +9,7 @@
  */
 
 import { BackendUnavailableError } from "../kernels/backend.ts";
+import { AttentionConfigError } from "../layers/attention/base.ts";
 import { ShapeError } from "../tensor/shape.ts";
 import { type Command } from "./cli/common.ts";
 import { configCommand } from "./cli/config.ts";
@@ -31,7 +32,8 @@ Run a command with --help for its options.`;
 
 /** Prints an error as one paragraph and returns the exit code. */
 function reportError(error: unknown): number {
-  if (error instanceof UserError) {
+  // An attention variant's options are checked when the model is built, against its sizes.
+  if (error instanceof UserError || error instanceof AttentionConfigError) {
     console.error(`error: ${error.message}`);
     return 2;
   }

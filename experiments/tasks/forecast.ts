@@ -11,9 +11,12 @@
 
 import { z } from "zod";
 import type { Backend } from "../../kernels/backend.ts";
-import { Forecaster } from "../../layers/models/forecaster.ts";
+import { Mlp } from "../../layers/mlp.ts";
+import { type FeedForwardFactory, Forecaster } from "../../layers/models/forecaster.ts";
 import { Module } from "../../layers/module.ts";
-import { noGrad, type Rng, Tensor, withScope } from "../../tensor/mod.ts";
+import { MoeFeedForward } from "../../layers/moe/feed_forward.ts";
+import { moeLayerIndices } from "../../layers/moe/spec.ts";
+import { add, noGrad, type Rng, Tensor, withScope } from "../../tensor/mod.ts";
 import {
   loadSeriesCsv,
   loadVegaSeries,
@@ -213,8 +216,25 @@ export class ForecastModel extends Module implements TaskModel<ForecastBatch> {
     return this.forecaster.parameters(prefix);
   }
 
+  /** MSE, plus the weighted auxiliary losses of the MoE layers when the model has any. */
   loss(batch: ForecastBatch): Tensor {
-    return this.forecaster.loss(batch.inputs, batch.targets);
+    let loss = this.forecaster.loss(batch.inputs, batch.targets);
+    for (const layer of this.moeLayers) {
+      const aux = layer.takeAuxLoss();
+      if (aux !== null) loss = add(loss, aux);
+    }
+    return loss;
+  }
+
+  /** The MoE feed-forward layers that replaced block MLPs, in block order. */
+  readonly moeLayers: MoeFeedForward[] = [];
+
+  afterStep(): void {
+    for (const layer of this.moeLayers) layer.moe.afterStep();
+  }
+
+  setStep(step: number, totalSteps: number): void {
+    for (const layer of this.moeLayers) layer.moe.setStep(step, totalSteps);
   }
 
   override dispose(): void {
@@ -258,9 +278,34 @@ export class ForecastTask implements Task<ForecastBatch> {
       );
     }
     const { lookback, horizon, patchLen } = this.options;
-    return new ForecastModel(
-      new Forecaster(backend, rng, { ...this.model, lookback, horizon, patchLen }),
+    const moe = this.model.moe;
+    const moeBlocks = new Set(
+      moe === undefined ? [] : moeLayerIndices(moe.layers, this.model.numLayers),
     );
+    const created: MoeFeedForward[] = [];
+    // With a model.moe section the chosen blocks get an MoE layer in place of their MLP, which
+    // is how segment routing (Seg-MoE) runs on the forecaster.
+    const ffn: FeedForwardFactory | undefined = moe === undefined ? undefined : (
+      b,
+      r,
+      layer,
+      sizes,
+    ) => {
+      if (!moeBlocks.has(layer)) {
+        return new Mlp(b, r, { ...sizes, kind: this.model!.mlp });
+      }
+      const feedForward = new MoeFeedForward(b, r, moe, sizes, {
+        layerIndex: layer,
+        numLayers: this.model!.numLayers,
+      });
+      created.push(feedForward);
+      return feedForward;
+    };
+    const model = new ForecastModel(
+      new Forecaster(backend, rng, { ...this.model, lookback, horizon, patchLen, ffn }),
+    );
+    model.moeLayers.push(...created);
+    return model;
   }
 
   trainBatch(rng: Rng, batchSize: number): ForecastBatch {
