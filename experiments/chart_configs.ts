@@ -70,7 +70,8 @@ export function bandChartConfig(options: BandChartOptions): ChartConfig {
       borderColor: color,
       backgroundColor: color,
       borderWidth: 2,
-      pointRadius: 0,
+      // Markers only on short series, where a single point would otherwise not show.
+      pointRadius: series.points.length < 30 ? 3 : 0,
       fill: false,
     });
   });
@@ -86,7 +87,12 @@ export function bandChartConfig(options: BandChartOptions): ChartConfig {
         legend: { display: true },
       },
       scales: {
-        x: { type: "linear", title: { display: true, text: options.xLabel } },
+        // Steps are whole numbers.
+        x: {
+          type: "linear",
+          ticks: { precision: 0 },
+          title: { display: true, text: options.xLabel },
+        },
         y: { type: "linear", title: { display: true, text: options.yLabel } },
       },
     },

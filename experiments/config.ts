@@ -85,6 +85,20 @@ function modelSchema(): z.ZodObject {
   return ModelConfig.extend({
     attention: registeredSection(attention as Registry<unknown>),
     moe: moeSchema().optional(),
+    // ConceptMoE: the middle blocks run on one state per chunk of about `ratio` tokens.
+    concept: z.strictObject({
+      ratio: z.number().gt(1),
+      encoderLayers: z.int().min(0).default(1),
+      decoderLayers: z.int().min(0).default(1),
+      // "sum" lets a token read the later tokens of its chunk; "select" is causal.
+      merge: z.enum(["select", "sum"]).default("select"),
+      sharpenRate: z.number().positive().default(6),
+      ratioLossWeight: z.number().min(0).default(0.03),
+      // Concept slots per sequence = ceil(capacityFactor * seqLen / ratio); 1 matches compute.
+      capacityFactor: z.number().positive().default(1),
+      // Experts per concept in the concept blocks; null is round(ratio * moe.topK).
+      topK: z.int().min(1).nullable().default(null),
+    }).optional(),
   });
 }
 

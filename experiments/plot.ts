@@ -63,7 +63,8 @@ export async function plotLines(path: string, options: PlotOptions): Promise<voi
         borderColor: PALETTE[i % PALETTE.length],
         backgroundColor: PALETTE[i % PALETTE.length],
         borderWidth: 2,
-        pointRadius: 0,
+        // Markers only on short series, where a single point would otherwise not show.
+        pointRadius: series.points.length < 30 ? 3 : 0,
       })),
     },
     options: {
@@ -75,7 +76,12 @@ export async function plotLines(path: string, options: PlotOptions): Promise<voi
         legend: { display: options.series.length > 1 },
       },
       scales: {
-        x: { type: "linear", title: { display: true, text: options.xLabel } },
+        // Steps are whole numbers.
+        x: {
+          type: "linear",
+          ticks: { precision: 0 },
+          title: { display: true, text: options.xLabel },
+        },
         y: { type: "linear", title: { display: true, text: options.yLabel } },
       },
     },

@@ -5,15 +5,25 @@
  *   share of the layer's kept assignments (`load`), and the layer's MaxVio, coefficient of
  *   variation, dead experts, drop rate, mean router entropy, auxiliary losses and routing
  *   fluctuation since the previous probe (`fluctuation`: share of probe tokens whose top-1 expert
- *   changed; `fluctuation_topk`: whose top-K set changed), repeated on each of its expert rows.
+ *   changed; `fluctuation_topk`: whose top-K set changed), repeated on each of its expert rows,
+ *   then `max_vio_global`: MaxVio of the loads summed over the first `GLOBAL_BATCHES` validation
+ *   batches (the probe batch among them), so it is not the mean of per-batch MaxVio values.
  * - attention.csv: one row per (step, layer, head) with the attention entropy and the model's
- *   attention-sink rate (share of heads whose mean attention on the first token exceeds 0.3).
+ *   attention-sink rate (share of heads whose mean attention on the first token exceeds 0.3),
+ *   then `moh_load` (MoH layers: share of probe tokens that activate the head, 1 for shared
+ *   heads) and `dma_kept_fraction` (DMA layers: the layer's mean kept share of causal keys,
+ *   repeated on each head row). Both are NaN on layers of other variants.
  */
 
 import { join } from "node:path";
-import { collectAttentionDiagnostics } from "../layers/attention/diagnostics.ts";
+import {
+  type AttentionDiagnostics,
+  collectAttentionDiagnostics,
+} from "../layers/attention/diagnostics.ts";
 import type { DecoderLM } from "../layers/models/decoder_lm.ts";
 import {
+  expertLoad,
+  maxViolation,
   recordedExpertSets,
   routingFluctuation,
   routingMetrics,
@@ -27,10 +37,14 @@ import type { Task, TaskModel } from "./tasks/task.ts";
 // router, so they are written as one `aux_losses` cell of name=value pairs.
 const LAYER_COLUMNS = ["max_vio", "cv", "dead_experts", "drop_rate", "router_entropy"];
 
+/** Validation batches whose summed expert loads give `max_vio_global`. */
+export const GLOBAL_BATCHES = 4;
+
 /** Writes the probe CSVs of one run; `probe` is a no-op for models without what a file needs. */
 export class Probes {
   readonly #decoder: DecoderLM | null;
   readonly #batch: TokenBatch | null;
+  readonly #globalBatches: TokenBatch[];
   #routing: CsvWriter | null = null;
   #attention: CsvWriter | null = null;
   readonly #previousSets = new Map<number, number[][]>();
@@ -40,9 +54,11 @@ export class Probes {
     decoder: DecoderLM | null,
     batch: TokenBatch | null,
     readonly append: boolean,
+    globalBatches: TokenBatch[] = [],
   ) {
     this.#decoder = decoder;
     this.#batch = batch;
+    this.#globalBatches = globalBatches;
   }
 
   /**
@@ -58,10 +74,12 @@ export class Probes {
   ): Probes {
     if (!(model instanceof LmModel)) return new Probes(dir, null, null, append);
     const batches = (task as { valBatches?: (b: number, n: number) => TokenBatch[] })
-      .valBatches?.(batchSize, 1);
+      .valBatches?.(batchSize, GLOBAL_BATCHES);
     if (batches === undefined || batches.length === 0) return new Probes(dir, null, null, append);
-    for (const tensor of batches[0].tensors()) tensor.persistent = true;
-    return new Probes(dir, model.decoder, batches[0], append);
+    for (const batch of batches) {
+      for (const tensor of batch.tensors()) tensor.persistent = true;
+    }
+    return new Probes(dir, model.decoder, batches[0], append, batches.slice(1));
   }
 
   /** Runs the probe batch and appends the rows of `step`. */
@@ -71,17 +89,20 @@ export class Probes {
     const ids = this.#batch.inputs;
 
     if (decoder.moeLayers().length > 0) {
+      // The probe batch runs last, so the layers' latest routing is the probe batch's.
+      const globalLoads = await this.#globalLoads(decoder);
       const forward = withScope(() => noGrad(() => decoder.forward(ids)));
       forward.dispose();
-      await this.#writeRouting(step, decoder);
+      await this.#writeRouting(step, decoder, globalLoads);
     }
 
     const attention = await collectAttentionDiagnostics(decoder, ids);
     this.#attention ??= await CsvWriter.create(
       join(this.dir, "attention.csv"),
-      ["step", "layer", "head", "entropy", "sink_rate"],
+      ["step", "layer", "head", "entropy", "sink_rate", "moh_load", "dma_kept_fraction"],
       { append: this.append },
     );
+    const { mohLoad, dmaKept } = headColumns(attention);
     for (const row of attention.entropy) {
       this.#attention.write({
         step,
@@ -89,11 +110,29 @@ export class Probes {
         head: row.head,
         entropy: row.entropy,
         sink_rate: attention.sinkRate,
+        moh_load: mohLoad.get(`${row.layer}/${row.head}`) ?? NaN,
+        dma_kept_fraction: dmaKept.get(row.layer) ?? NaN,
       });
     }
   }
 
-  async #writeRouting(step: number, decoder: DecoderLM): Promise<void> {
+  /** Kept assignments per expert of each MoE layer, summed over the non-probe global batches. */
+  async #globalLoads(decoder: DecoderLM): Promise<Map<number, Float64Array>> {
+    const loads = new Map<number, Float64Array>();
+    for (const batch of this.#globalBatches) {
+      const forward = withScope(() => noGrad(() => decoder.forward(batch.inputs)));
+      forward.dispose();
+      await addLoads(loads, decoder);
+    }
+    return loads;
+  }
+
+  async #writeRouting(
+    step: number,
+    decoder: DecoderLM,
+    globalLoads: Map<number, Float64Array>,
+  ): Promise<void> {
+    await addLoads(globalLoads, decoder);
     for (const { layer, record } of decoder.routing()) {
       const metrics = await routingMetrics(record);
       const sets = await recordedExpertSets(record);
@@ -105,7 +144,16 @@ export class Probes {
 
       this.#routing ??= await CsvWriter.create(
         join(this.dir, "routing.csv"),
-        ["step", "layer", "expert", "load", ...LAYER_COLUMNS, "fluctuation", "fluctuation_topk"],
+        [
+          "step",
+          "layer",
+          "expert",
+          "load",
+          ...LAYER_COLUMNS,
+          "fluctuation",
+          "fluctuation_topk",
+          "max_vio_global",
+        ],
         { append: this.append },
       );
       for (let expert = 0; expert < record.numExperts; expert++) {
@@ -116,6 +164,7 @@ export class Probes {
           load: metrics[`load_${expert}`],
           fluctuation: fluctuation.top1,
           fluctuation_topk: fluctuation.topKSet,
+          max_vio_global: maxViolation(globalLoads.get(layer) ?? []),
         };
         for (const column of LAYER_COLUMNS) row[column] = metrics[column];
         this.#routing.write(row);
@@ -127,5 +176,41 @@ export class Probes {
     this.#routing?.close();
     this.#attention?.close();
     for (const tensor of this.#batch?.tensors() ?? []) tensor.dispose();
+    for (const batch of this.#globalBatches) {
+      for (const tensor of batch.tensors()) tensor.dispose();
+    }
+  }
+}
+
+/**
+ * MoH head loads keyed "layer/head" (routed heads from the usage rows, shared heads 1) and DMA
+ * kept fractions keyed by layer.
+ */
+function headColumns(
+  attention: AttentionDiagnostics,
+): { mohLoad: Map<string, number>; dmaKept: Map<number, number> } {
+  const mohLoad = new Map<string, number>();
+  for (const row of attention.mohUsage) {
+    if (row.head !== undefined) mohLoad.set(`${row.layer}/${row.head}`, row.load);
+  }
+  // A MoH layer's heads below the first routed head are shared, so always active.
+  const mohLayers = new Set(attention.mohUsage.map((row) => row.layer));
+  for (const row of attention.entropy) {
+    const key = `${row.layer}/${row.head}`;
+    if (mohLayers.has(row.layer) && !mohLoad.has(key)) mohLoad.set(key, 1);
+  }
+
+  const dmaKept = new Map<number, number>();
+  for (const row of attention.dmaKept) dmaKept.set(row.layer, row.keptFraction);
+  return { mohLoad, dmaKept };
+}
+
+/** Adds the kept assignments per expert of each MoE layer's latest forward to `loads`. */
+async function addLoads(loads: Map<number, Float64Array>, decoder: DecoderLM): Promise<void> {
+  for (const { layer, record } of decoder.routing()) {
+    const load = expertLoad(await record.keptExperts.data(), record.numExperts);
+    const total = loads.get(layer) ?? new Float64Array(record.numExperts);
+    for (let e = 0; e < load.length; e++) total[e] += load[e];
+    loads.set(layer, total);
   }
 }

@@ -13,7 +13,7 @@ import { attention, type Registry, routers } from "./registry.ts";
 const DESCRIPTIONS: Record<string, string> = {
   experiment: "name of the results folder under output.dir (letters, digits, _ . -)",
   seed: "seed of initialisation and data order; seeds: replaces it in a plan",
-  backend: "where to compute: webgpu (navigator.gpu) or cpu (TypeScript reference, slow)",
+  backend: "where to compute: webgpu (navigator.gpu) or cpu (WebAssembly SIMD, no GPU needed)",
   "task.corpus": "text to model: moby-dick, brown, or path (a UTF-8 file or folder)",
   "task.path": "the text file or folder when corpus is path, or the CSV when dataset is path",
   "task.seqLen": "tokens per training window",
@@ -40,6 +40,14 @@ const DESCRIPTIONS: Record<string, string> = {
   "model.normEps": "epsilon added inside the norm's square root",
   "model.initStd": "standard deviation of the normal initialisation of weights",
   "model.moe.layers": "blocks with an MoE layer: all, every-other (1, 3, ...), or a list",
+  "model.concept.ratio": "R, the target compression: tokens per concept",
+  "model.concept.encoderLayers": "blocks before merging, which run on every token",
+  "model.concept.decoderLayers": "blocks after broadcasting back, which run on every token",
+  "model.concept.merge": "select (causal: a chunk's last token) or sum (reads later tokens)",
+  "model.concept.sharpenRate": "sharpening of the boundary probabilities while training",
+  "model.concept.ratioLossWeight": "weight of the loss that pulls the boundary rate toward 1/R",
+  "model.concept.capacityFactor": "concept slots per sequence = ceil(factor * seqLen / R)",
+  "model.concept.topK": "experts per concept in the concept blocks; null is round(R * moe.topK)",
   "model.moe.numExperts": "N, experts before fine-grained segmentation (shared included)",
   "model.moe.topK": "K, experts per token before segmentation (shared included)",
   "model.moe.dFF": "hidden width of one expert before segmentation",
@@ -120,7 +128,7 @@ export function configReference(): string {
         const schema = fieldSchema(key, child);
         lines.push(keyLine(`  ${child}`, childValue, schema, DESCRIPTIONS[`${key}.${child}`]));
       }
-      if (key === "model") lines.push(...moeLines());
+      if (key === "model") lines.push(...moeLines(), ...conceptLines());
     } else {
       const schema = fieldSchema(undefined, key);
       const shown = key === "experiment" ? "<name>" : value;
@@ -197,6 +205,21 @@ function moeLines(): string[] {
     lines.push(
       keyLine(`  #   ${key}`, defaults[key], schema as z.ZodType, DESCRIPTIONS[`model.moe.${key}`]),
     );
+  }
+  return lines;
+}
+
+/** The model's optional ConceptMoE section. */
+function conceptLines(): string[] {
+  const concept = unwrap(fieldSchema("model", "concept") as z.ZodType) as z.ZodObject;
+  const defaults = optionDefaults(concept);
+  const lines = [
+    "  # concept: optional; ConceptMoE merges token chunks into concepts for the middle blocks",
+  ];
+  for (const [key, schema] of Object.entries(concept.shape)) {
+    const note = (schema as z.ZodType).description ?? DESCRIPTIONS[`model.concept.${key}`];
+    const value = defaults[key] === undefined ? "<unset>" : defaults[key];
+    lines.push(keyLine(`  #   ${key}`, value, schema as z.ZodType, note));
   }
   return lines;
 }

@@ -390,6 +390,7 @@ const ATTENTION_SUMMARIES: Record<string, string> = {
   moh: "mixture-of-heads: shared heads always on, routed heads chosen per token by top-K",
   dma: "dynamic mask attention: each query keeps its top-w keys scored from the values",
   mla: "multi-head latent attention: a compressed key-value latent with decoupled RoPE",
+  gaam: "Gaussian adaptive attention: learnable Gaussian feature weights before the projections",
 };
 
 for (const [name, variant] of Object.entries(attentionVariants)) {

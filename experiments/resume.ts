@@ -50,7 +50,11 @@ export async function restoreLatest(
   try {
     warning = checkConfigHash(String(checkpoint.state.configHash), configHash, force);
   } catch (error) {
-    throw new UserError(`cannot resume ${runDir}: ${(error as Error).message} (--force)`);
+    throw new UserError(
+      `cannot resume ${runDir}: ${(error as Error).message}. The run's own resolved config is ` +
+        `${join(runDir, "config.yaml")}: deno task run ${join(runDir, "config.yaml")} --resume ` +
+        `${runDir}; --force resumes with the current config anyway`,
+    );
   }
   restoreTensors(weights, checkpoint.weights, join(latest.dir, "model.safetensors"));
   optimizer.loadState(checkpoint.optimizer, checkpoint.step);

@@ -95,31 +95,20 @@ export async function train(config: ExperimentConfig, options: TrainOptions): Pr
   const hash = configHash(config);
   const started = performance.now();
 
-  const { dir, runId } = options.resume !== undefined
-    ? { dir: options.resume.dir, runId: basename(options.resume.dir) }
-    : options.runDir !== undefined
-    ? await createNamedRunDir(options.runDir)
-    : await createRunDir(config.output.dir, config.experiment, hash);
-  if (options.resume === undefined) {
-    await Deno.writeTextFile(join(dir, "config.yaml"), options.configText);
-  }
-  log(`run ${runId}: moelab ${moelabVersion()}, ${backend.description}, config ${hash}`);
-  log(`writing to ${dir}`);
-
+  // The task, model and optimizer are built before the run directory, so input that fails
+  // there (a missing corpus, attention options that do not fit) leaves no directory behind.
   const saved: SavedTaskState = {};
   if (options.resume !== undefined) {
     try {
-      saved.tokenizer = JSON.parse(await Deno.readTextFile(join(dir, TOKENIZER_FILE)));
+      saved.tokenizer = JSON.parse(
+        await Deno.readTextFile(join(options.resume.dir, TOKENIZER_FILE)),
+      );
     } catch (error) {
       if (!(error instanceof Deno.errors.NotFound)) throw error;
     }
   }
   const taskEntry = tasks.get(config.task.name);
   const task: Task = await taskEntry.create(config, backend, saved);
-  const tokenizer = (task as { tokenizerJson?: () => unknown }).tokenizerJson?.();
-  if (tokenizer && options.resume === undefined) {
-    await Deno.writeTextFile(join(dir, TOKENIZER_FILE), JSON.stringify(tokenizer) + "\n");
-  }
 
   const rng = new Rng(config.seed);
   const model = task.createModel(backend, rng.fork("init"));
@@ -129,6 +118,21 @@ export async function train(config: ExperimentConfig, options: TrainOptions): Pr
     config.optimizer,
   );
   const schedule = schedules.get(config.schedule.name).create(config.schedule);
+
+  const { dir, runId } = options.resume !== undefined
+    ? { dir: options.resume.dir, runId: basename(options.resume.dir) }
+    : options.runDir !== undefined
+    ? await createNamedRunDir(options.runDir)
+    : await createRunDir(config.output.dir, config.experiment, hash);
+  if (options.resume === undefined) {
+    await Deno.writeTextFile(join(dir, "config.yaml"), options.configText);
+    const tokenizer = (task as { tokenizerJson?: () => unknown }).tokenizerJson?.();
+    if (tokenizer) {
+      await Deno.writeTextFile(join(dir, TOKENIZER_FILE), JSON.stringify(tokenizer) + "\n");
+    }
+  }
+  log(`run ${runId}: moelab ${moelabVersion()}, ${backend.description}, config ${hash}`);
+  log(`writing to ${dir}`);
   for (const warning of warnings) log(`warning: ${warning}`);
   for (const line of describeGroups(optimizer.groups, parameters)) log(line);
   log(`model: ${model.parameterCount()} parameters; data: ${task.describe()}`);
@@ -280,7 +284,8 @@ export async function train(config: ExperimentConfig, options: TrainOptions): Pr
         await checkpoint(step + 1);
         throw new RunError(
           `interrupted after step ${step + 1}; a checkpoint is in ${dir}/checkpoints; continue ` +
-            `with --resume ${dir}`,
+            `with: deno task run ${join(dir, "config.yaml")} --resume ${dir} (a plan continues ` +
+            `its unfinished runs when run again)`,
         );
       }
       if (options.progress ?? true) {

@@ -27,7 +27,7 @@ options:
   --set key.path=value   override one config value in every run (repeatable), e.g.
                          --set train.steps=100; --set seeds=2 sets the number of seeds
   --backend webgpu|cpu   where to compute: webgpu (default, Deno's navigator.gpu) or cpu
-                         (a plain TypeScript reference; slow, needs no GPU)
+                         (WebAssembly SIMD matrix products; needs no GPU)
   --index i              run only the run at position i of the plan (from 0); deno task config
                          <config.yaml> lists the positions
   --shard i/n            run the runs at positions i, i+n, i+2n, ... (0 <= i < n); shards may run

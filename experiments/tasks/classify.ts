@@ -12,9 +12,11 @@ import { z } from "zod";
 import type { Backend } from "../../kernels/backend.ts";
 import { VisionTransformer } from "../../layers/models/vit.ts";
 import { Module } from "../../layers/module.ts";
-import { crossEntropy, noGrad, Rng, Tensor, withScope } from "../../tensor/mod.ts";
+import type { MoeFeedForward } from "../../layers/moe/feed_forward.ts";
+import { add, crossEntropy, noGrad, Rng, Tensor, withScope } from "../../tensor/mod.ts";
 import { IMAGE_SIZE, loadMnist, type MnistData, NUM_CLASSES, PIXELS } from "../data/mnist.ts";
 import { UserError } from "../errors.ts";
+import { encoderFeedForward } from "./forecast.ts";
 import type { ModelSection } from "./lm_model.ts";
 import { argmax } from "./recall.ts";
 import type { Batch, Task, TaskModel } from "./task.ts";
@@ -96,6 +98,9 @@ export interface ClassifyBatch extends Batch {
 
 /** A `VisionTransformer` whose loss reads a `ClassifyBatch`. */
 export class ClassifyModel extends Module implements TaskModel<ClassifyBatch> {
+  /** The MoE feed-forward layers that replaced block MLPs, in block order. */
+  readonly moeLayers: MoeFeedForward[] = [];
+
   constructor(readonly vit: VisionTransformer) {
     super();
   }
@@ -104,8 +109,27 @@ export class ClassifyModel extends Module implements TaskModel<ClassifyBatch> {
     return this.vit.parameters(prefix);
   }
 
+  /**
+   * Cross-entropy, plus the weighted auxiliary losses of the MoE layers and of the attention
+   * layers (MoH's head load balance) when the model has any.
+   */
   loss(batch: ClassifyBatch): Tensor {
-    return this.vit.loss(batch.images, batch.labels);
+    let loss = this.vit.loss(batch.images, batch.labels);
+    const attentionAux = this.vit.attentionAuxLoss();
+    if (attentionAux !== null) loss = add(loss, attentionAux);
+    for (const layer of this.moeLayers) {
+      const aux = layer.takeAuxLoss();
+      if (aux !== null) loss = add(loss, aux);
+    }
+    return loss;
+  }
+
+  afterStep(): void {
+    for (const layer of this.moeLayers) layer.moe.afterStep();
+  }
+
+  setStep(step: number, totalSteps: number): void {
+    for (const layer of this.moeLayers) layer.moe.setStep(step, totalSteps);
   }
 
   override dispose(): void {
@@ -144,7 +168,9 @@ export class ClassifyTask implements Task<ClassifyBatch> {
         "ClassifyTask.createModel needs the model section; pass it to createClassifyTask",
       );
     }
-    return new ClassifyModel(
+    // With a model.moe section the chosen blocks get an MoE layer in place of their MLP.
+    const { ffn, created } = encoderFeedForward(this.model);
+    const model = new ClassifyModel(
       new VisionTransformer(backend, rng, {
         ...this.model,
         imageSize: IMAGE_SIZE,
@@ -152,8 +178,11 @@ export class ClassifyTask implements Task<ClassifyBatch> {
         channels: 1,
         numClasses: NUM_CLASSES,
         pooling: this.options.pooling,
+        ffn,
       }),
     );
+    model.moeLayers.push(...created);
+    return model;
   }
 
   trainBatch(rng: Rng, batchSize: number): ClassifyBatch {

@@ -206,6 +206,32 @@ export interface ForecastBatch extends Batch {
   readonly targets: Tensor;
 }
 
+/**
+ * The feed-forward factory of an encoder (forecaster or ViT) for the config's model section: an
+ * MoE layer in each block that `model.moe.layers` selects and the configured MLP elsewhere, or no
+ * factory without `model.moe`. `created` collects the MoE layers as the model builds them, in
+ * block order, so the task model can take their auxiliary losses and run their step hooks.
+ */
+export function encoderFeedForward(
+  model: ModelSection,
+): { ffn: FeedForwardFactory | undefined; created: MoeFeedForward[] } {
+  const moe = model.moe;
+  const created: MoeFeedForward[] = [];
+  if (moe === undefined) return { ffn: undefined, created };
+
+  const moeBlocks = new Set(moeLayerIndices(moe.layers, model.numLayers));
+  const ffn: FeedForwardFactory = (backend, rng, layer, sizes) => {
+    if (!moeBlocks.has(layer)) return new Mlp(backend, rng, { ...sizes, kind: model.mlp });
+    const feedForward = new MoeFeedForward(backend, rng, moe, sizes, {
+      layerIndex: layer,
+      numLayers: model.numLayers,
+    });
+    created.push(feedForward);
+    return feedForward;
+  };
+  return { ffn, created };
+}
+
 /** A `Forecaster` whose loss (MSE) reads a `ForecastBatch`. */
 export class ForecastModel extends Module implements TaskModel<ForecastBatch> {
   constructor(readonly forecaster: Forecaster) {
@@ -216,9 +242,14 @@ export class ForecastModel extends Module implements TaskModel<ForecastBatch> {
     return this.forecaster.parameters(prefix);
   }
 
-  /** MSE, plus the weighted auxiliary losses of the MoE layers when the model has any. */
+  /**
+   * MSE, plus the weighted auxiliary losses of the MoE layers and of the attention layers (MoH's
+   * head load balance) when the model has any.
+   */
   loss(batch: ForecastBatch): Tensor {
     let loss = this.forecaster.loss(batch.inputs, batch.targets);
+    const attentionAux = this.forecaster.attentionAuxLoss();
+    if (attentionAux !== null) loss = add(loss, attentionAux);
     for (const layer of this.moeLayers) {
       const aux = layer.takeAuxLoss();
       if (aux !== null) loss = add(loss, aux);
@@ -278,29 +309,9 @@ export class ForecastTask implements Task<ForecastBatch> {
       );
     }
     const { lookback, horizon, patchLen } = this.options;
-    const moe = this.model.moe;
-    const moeBlocks = new Set(
-      moe === undefined ? [] : moeLayerIndices(moe.layers, this.model.numLayers),
-    );
-    const created: MoeFeedForward[] = [];
     // With a model.moe section the chosen blocks get an MoE layer in place of their MLP, which
     // is how segment routing (Seg-MoE) runs on the forecaster.
-    const ffn: FeedForwardFactory | undefined = moe === undefined ? undefined : (
-      b,
-      r,
-      layer,
-      sizes,
-    ) => {
-      if (!moeBlocks.has(layer)) {
-        return new Mlp(b, r, { ...sizes, kind: this.model!.mlp });
-      }
-      const feedForward = new MoeFeedForward(b, r, moe, sizes, {
-        layerIndex: layer,
-        numLayers: this.model!.numLayers,
-      });
-      created.push(feedForward);
-      return feedForward;
-    };
+    const { ffn, created } = encoderFeedForward(this.model);
     const model = new ForecastModel(
       new Forecaster(backend, rng, { ...this.model, lookback, horizon, patchLen, ffn }),
     );

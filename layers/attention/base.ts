@@ -30,12 +30,18 @@ export interface AttentionContext {
   maxSeqLen?: number;
   /** Config path of the attention options, used in error messages (default "model.attention"). */
   path?: string;
+  /**
+   * True (the default) hides later keys from each query, as a decoder needs. False lets every
+   * query see every key, as in an encoder. Variants that are defined over past keys reject false.
+   */
+  causal?: boolean;
 }
 
 /**
- * Causal self-attention over [B, T, dModel]. `forward` returns the output; `forwardWithProbs`
- * also returns the probabilities for probes and routers. Variants with an auxiliary loss (MoH's
- * head load balance) leave it, already multiplied by its weight, in `auxLoss` after each forward.
+ * Self-attention over [B, T, dModel], causal unless the context sets `causal: false`. `forward`
+ * returns the output; `forwardWithProbs` also returns the probabilities for probes and routers.
+ * Variants with an auxiliary loss (MoH's head load balance) leave it, already multiplied by its
+ * weight, in `auxLoss` after each forward.
  */
 export abstract class AttentionModule extends Module {
   /** The registered variant name, as in a config's `model.attention.name`. */
@@ -65,6 +71,18 @@ export class AttentionConfigError extends Error {
 /** Returns the config path of an option, e.g. `model.attention.numKvHeads`. */
 export function optionPath(context: AttentionContext, option: string): string {
   return `${context.path ?? "model.attention"}.${option}`;
+}
+
+/**
+ * Throws when the context requests non-causal attention from a variant that is defined over past
+ * keys only; `reason` names what makes it causal.
+ */
+export function requireCausal(context: AttentionContext, variant: string, reason: string): void {
+  if (context.causal !== false) return;
+  throw new AttentionConfigError(
+    `${optionPath(context, "name")} is ${variant}, which ${reason}, but this model's attention ` +
+      "is non-causal; choose mha, moh, gated, sigmoid, sinkLogit, keyBias or mla",
+  );
 }
 
 /** Throws unless numHeads divides dModel, naming both values. */

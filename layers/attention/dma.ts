@@ -24,7 +24,7 @@ import {
 } from "../../tensor/mod.ts";
 import { Linear } from "../linear.ts";
 import { constantParameter } from "../module.ts";
-import { type AttentionContext, optionPath } from "./base.ts";
+import { type AttentionContext, optionPath, requireCausal } from "./base.ts";
 import { defaultDotProductConfig, DotProductAttention, type Projected } from "./dot_product.ts";
 import { commonOptionsShape } from "./mha.ts";
 
@@ -54,6 +54,7 @@ export class DynamicMaskAttention extends DotProductAttention {
   #warnedSeqLen = -1;
 
   constructor(context: AttentionContext, readonly options: DmaOptions) {
+    requireCausal(context, "dma", "keeps the top keys among each query's past keys");
     super(context, {
       ...defaultDotProductConfig(context.numHeads),
       variant: "dma",

@@ -1,8 +1,8 @@
 /**
- * Causal scaled dot-product attention with the options that most variants are built from. They
- * are grouped-query heads, rotary or ALiBi positions, uniform or per-head sliding windows, a
- * learnable sink logit or key bias, sigmoid scoring without normalisation and output gates. Hooks
- * add per-token head gates (MoH) and per-key biases (DMA).
+ * Scaled dot-product attention, causal unless the context sets `causal: false`, with the options
+ * that most variants are built from. They are grouped-query heads, rotary or ALiBi positions,
+ * uniform or per-head sliding windows, a learnable sink logit or key bias, sigmoid scoring without
+ * normalisation and output gates. Hooks add per-token head gates (MoH) and per-key biases (DMA).
  *
  * The default configuration (no extras, unfused kernel) runs the same ops as moelab's original
  * multi-head attention, so its numbers are unchanged.
@@ -26,6 +26,7 @@ import {
   transpose,
 } from "../../tensor/mod.ts";
 import { ShapeError } from "../../tensor/shape.ts";
+import { isGradEnabled } from "../../tensor/tensor.ts";
 import { Linear } from "../linear.ts";
 import { constantParameter, normalParameter } from "../module.ts";
 import {
@@ -35,7 +36,9 @@ import {
   type AttentionOutput,
   checkHeads,
   optionPath,
+  requireCausal,
 } from "./base.ts";
+import { type CalibrateOptions, calibrateProbs, visibleKeyCounts } from "./calibration.ts";
 import { repeatHeads, unfusedAttention } from "./unfused.ts";
 
 export interface DotProductConfig {
@@ -58,6 +61,8 @@ export interface DotProductConfig {
   sinkInit: number;
   /** Output gate Y ⊙ sigmoid(x·W) before the output projection, per element or per head. */
   gate: "none" | "elementwise" | "headwise";
+  /** ACT attention calibration for evaluation forwards, or undefined/null for none. */
+  calibrate?: CalibrateOptions | null;
 }
 
 /** Defaults of a plain multi-head attention. */
@@ -211,19 +216,27 @@ export class DotProductAttention extends AttentionModule {
   /** The attention context [B, H, T, headDim] and, on request, the probabilities. */
   protected attend(p: Projected, withProbs: boolean): { context: Tensor; probs?: Tensor } {
     if (this.config.normalization === "sigmoid") return this.sigmoidAttention(p, withProbs);
+    if (this.config.calibrate?.enabled && !isGradEnabled()) {
+      return this.calibratedAttention(p, withProbs);
+    }
     const options = this.fusedOptions(p);
     const plain = this.numKvHeads === this.numHeads && !this.config.alibi &&
       this.config.window === 0 && this.config.spans === null && this.config.sink === "none" &&
       options.bias === undefined && options.keyEnds === undefined;
+    const causal = this.context.causal ?? true;
+    // The fused kernel masks later keys unconditionally (Backend.attention has no non-causal
+    // option), so non-causal attention takes the unfused path whatever `kernel` says.
+    const unfused = this.config.kernel === "unfused" || !causal;
 
-    if (this.config.kernel === "unfused" && plain) {
+    if (unfused && plain) {
       // moelab's original path: scaling q first touches T·d elements instead of T·T.
       const scores = matmul(scale(p.q, 1 / Math.sqrt(this.headDim)), p.k, { transB: true });
-      const probs = softmax(scores, { causal: true });
+      const probs = softmax(scores, { causal });
       return { context: matmul(probs, p.v), probs: withProbs ? probs : undefined };
     }
-    if (this.config.kernel === "unfused" && options.keyEnds === undefined) {
+    if (unfused && options.keyEnds === undefined) {
       const { output, probs } = unfusedAttention(p.q, p.k, p.v, {
+        causal,
         window: this.config.window,
         windows: this.headWindows(p.seqLen) ?? undefined,
         initialKeys: this.config.initialKeys,
@@ -241,6 +254,39 @@ export class DotProductAttention extends AttentionModule {
     const context = attention(p.q, p.k, p.v, options);
     const probs = withProbs ? noGrad(() => attentionProbs(p.q, p.k, options)) : undefined;
     return { context, probs };
+  }
+
+  /**
+   * Evaluation-time ACT: the unfused probabilities, calibrated, times the values. Only variants
+   * without sinks, key biases or key ends reach it (checkDotProductConfig enforces that).
+   */
+  protected calibratedAttention(
+    p: Projected,
+    withProbs: boolean,
+  ): { context: Tensor; probs?: Tensor } {
+    const windows = this.headWindows(p.seqLen);
+    const causal = this.context.causal ?? true;
+    const { probs } = unfusedAttention(p.q, p.k, p.v, {
+      causal,
+      window: this.config.window,
+      windows: windows ?? undefined,
+      initialKeys: this.config.initialKeys,
+      alibiSlopes: this.config.alibi ? alibiSlopes(this.numHeads) : undefined,
+    });
+    const headWindows = windows ?? Array(this.numHeads).fill(this.config.window);
+    const calibrated = calibrateProbs(probs, this.config.calibrate!, {
+      numHeads: this.numHeads,
+      seqLen: p.seqLen,
+      visibleKeys: visibleKeyCounts(
+        this.numHeads,
+        p.seqLen,
+        headWindows,
+        this.config.initialKeys,
+        causal,
+      ),
+    });
+    const v = repeatHeads(p.v, this.numHeads / this.numKvHeads);
+    return { context: matmul(calibrated, v), probs: withProbs ? calibrated : undefined };
   }
 
   /** Options of the fused kernel for this forward, windows excluded. */
@@ -283,8 +329,13 @@ export class DotProductAttention extends AttentionModule {
     const k = repeatHeads(p.k, group);
     const v = repeatHeads(p.v, group);
     const scores = matmul(scale(p.q, 1 / Math.sqrt(this.headDim)), k, { transB: true });
-    const causal = causalMask(p, this.config.window, this.headWindows(p.seqLen));
-    const weights = mul(sigmoid(scores), causal);
+    const mask = visibilityMask(
+      p,
+      this.context.causal ?? true,
+      this.config.window,
+      this.headWindows(p.seqLen),
+    );
+    const weights = mul(sigmoid(scores), mask);
     const context = matmul(weights, v);
     if (!withProbs) return { context };
     // The 1e-8 keeps a row with no visible key at 0 instead of 0/0.
@@ -295,15 +346,23 @@ export class DotProductAttention extends AttentionModule {
   }
 }
 
-/** Builds the 0/1 causal (and windowed) mask [H or 1, T, T] for unnormalised attention. */
-function causalMask(p: Projected, window: number, windows: number[] | null): Tensor {
+/**
+ * Builds the 0/1 mask [H or 1, T, T] of visible keys for unnormalised attention: causal and
+ * windowed, or all ones when non-causal (windows are rejected then).
+ */
+function visibilityMask(
+  p: Projected,
+  causal: boolean,
+  window: number,
+  windows: number[] | null,
+): Tensor {
   const heads = windows === null ? 1 : windows.length;
   const t = p.seqLen;
   const mask = new Float64Array(heads * t * t);
   for (let h = 0; h < heads; h++) {
     const w = windows === null ? window : windows[h];
     for (let i = 0; i < t; i++) {
-      for (let j = 0; j <= i; j++) {
+      for (let j = 0; j < (causal ? i + 1 : t); j++) {
         if (w === 0 || i - j < w) mask[(h * t + i) * t + j] = 1;
       }
     }
@@ -326,6 +385,9 @@ export function checkDotProductConfig(context: AttentionContext, config: DotProd
       `${optionPath(context, "window")} is ${config.window}; choose a positive number of keys`,
     );
   }
+  if (config.window > 0 || config.spans !== null) {
+    requireCausal(context, config.variant, "limits each query to a window of past keys");
+  }
   if (config.spans !== null) {
     for (const name of ["alpha", "beta"] as const) {
       if (config.spans[name].length !== numHeads) {
@@ -335,6 +397,12 @@ export function checkDotProductConfig(context: AttentionContext, config: DotProd
         );
       }
     }
+  }
+  if (config.calibrate?.enabled && (config.normalization === "sigmoid" || config.sink !== "none")) {
+    throw new AttentionConfigError(
+      `${optionPath(context, "calibrate.enabled")} is true, but ACT needs softmax rows that sum ` +
+        "to 1 without a sink; disable calibrate or use mha, window, moa, gated or gaam",
+    );
   }
   if (config.normalization === "sigmoid" && (config.sink !== "none" || config.alibi)) {
     throw new AttentionConfigError(

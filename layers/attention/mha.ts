@@ -10,6 +10,7 @@ import type { Backend } from "../../kernels/backend.ts";
 import type { Rng } from "../../tensor/mod.ts";
 import type { RopeTables } from "../rope.ts";
 import type { AttentionContext } from "./base.ts";
+import { calibrateOptionsSchema } from "./calibration.ts";
 import { defaultDotProductConfig, DotProductAttention } from "./dot_product.ts";
 
 /** Options shared by every dot-product variant. */
@@ -24,6 +25,8 @@ export const mhaOptionsSchema = z.object({
   ...commonOptionsShape,
   /** "unfused" materialises the T×T scores (the default); "fused" runs the flash-style kernel. */
   kernel: z.enum(["unfused", "fused"]).default("unfused"),
+  /** ACT calibration of sink keys in evaluation forwards (off unless `enabled`). */
+  calibrate: calibrateOptionsSchema.optional(),
 }).strict();
 export type MhaOptions = z.infer<typeof mhaOptionsSchema>;
 
@@ -33,6 +36,7 @@ export function createMha(context: AttentionContext, options: MhaOptions): DotPr
     numKvHeads: options.numKvHeads ?? context.numHeads,
     alibi: options.alibi,
     kernel: options.kernel,
+    calibrate: options.calibrate ?? null,
   });
 }
 

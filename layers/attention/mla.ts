@@ -29,7 +29,7 @@ import {
   checkHeads,
   optionPath,
 } from "./base.ts";
-import { repeatHeads } from "./unfused.ts";
+import { repeatHeads, unfusedAttention } from "./unfused.ts";
 
 export const mlaOptionsSchema = z.object({
   /** Elements of the key/value latent c^KV per token; default dModel / 2. */
@@ -136,8 +136,17 @@ export class MultiHeadLatentAttention extends AttentionModule {
     const q = concat([queryContent, queryRope], 3);
     const k = concat([keyContent, repeatHeads(sharedKeyRope, heads)], 3);
     const options = { scale: 1 / Math.sqrt(this.headDim + this.ropeDim) };
-    const context = attention(q, k, v, options);
-    const probs = withProbs ? noGrad(() => attentionProbs(q, k, options)) : undefined;
+    let context: Tensor;
+    let probs: Tensor | undefined;
+    if (this.context.causal === false) {
+      // The fused kernel is causal only, so non-causal MLA runs unfused.
+      const unfused = unfusedAttention(q, k, v, { ...options, causal: false });
+      context = unfused.output;
+      probs = withProbs ? unfused.probs : undefined;
+    } else {
+      context = attention(q, k, v, options);
+      probs = withProbs ? noGrad(() => attentionProbs(q, k, options)) : undefined;
+    }
 
     const merged = transpose(context, 1, 2).reshape([batch, seqLen, dModel]);
     return { output: this.output.forward(merged), probs };

@@ -7,6 +7,7 @@
 import { z } from "zod";
 import type { AttentionContext, AttentionModule } from "./base.ts";
 import { createDma, dmaOptionsSchema } from "./dma.ts";
+import { createGaam, gaamOptionsSchema } from "./gaam.ts";
 import { createMha, mhaOptionsSchema } from "./mha.ts";
 import { createMla, mlaOptionsSchema } from "./mla.ts";
 import { createMoh, mohOptionsSchema } from "./moh.ts";
@@ -46,6 +47,7 @@ export const attentionVariants = {
   moh: variant(mohOptionsSchema, createMoh),
   dma: variant(dmaOptionsSchema, createDma),
   mla: variant(mlaOptionsSchema, createMla),
+  gaam: variant(gaamOptionsSchema, createGaam),
 } as const;
 
 export type AttentionName = keyof typeof attentionVariants;
@@ -77,6 +79,7 @@ export const attentionSpecSchema = z.discriminatedUnion("name", [
   mohOptionsSchema.extend({ name: z.literal("moh") }),
   dmaOptionsSchema.extend({ name: z.literal("dma") }),
   mlaOptionsSchema.extend({ name: z.literal("mla") }),
+  gaamOptionsSchema.extend({ name: z.literal("gaam") }),
 ]);
 
 /** The spec as written in a config, before defaults are applied. */

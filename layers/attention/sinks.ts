@@ -11,6 +11,7 @@
 
 import { z } from "zod";
 import type { AttentionContext } from "./base.ts";
+import { calibrateOptionsSchema } from "./calibration.ts";
 import { defaultDotProductConfig, DotProductAttention } from "./dot_product.ts";
 import { commonOptionsShape } from "./mha.ts";
 
@@ -77,6 +78,8 @@ export const gatedOptionsSchema = z.object({
   ...commonOptionsShape,
   /** "elementwise": one gate per output element (W: d × d); "headwise": one per head (d × H). */
   gate: z.enum(["elementwise", "headwise"]).default("elementwise"),
+  /** ACT calibration of sink keys in evaluation forwards (off unless `enabled`). */
+  calibrate: calibrateOptionsSchema.optional(),
 }).strict();
 export type GatedOptions = z.infer<typeof gatedOptionsSchema>;
 
@@ -91,5 +94,6 @@ export function createGated(
     numKvHeads: options.numKvHeads ?? context.numHeads,
     alibi: options.alibi,
     gate: options.gate,
+    calibrate: options.calibrate ?? null,
   });
 }

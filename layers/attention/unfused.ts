@@ -1,9 +1,9 @@
 /**
- * Unfused causal attention from ordinary tensor ops: the T×T scores, masks added as large
- * negative logits, a row softmax and a product with the values.
+ * Unfused attention, causal by default, from ordinary tensor ops: the T×T scores, masks added as
+ * large negative logits, a row softmax and a product with the values.
  *
- * It is the reference that tests compare the fused op against, and the path that returns
- * differentiable probabilities. Masks are built on the host, so their inputs are host arrays.
+ * It is the reference that tests compare the fused op against, the path that returns
+ * differentiable probabilities, and the only path for non-causal attention. Masks are built on the host, so their inputs are host arrays.
  */
 
 import {
@@ -24,6 +24,11 @@ export const MASKED_LOGIT = -1e30;
 
 export interface UnfusedAttentionOptions {
   scale?: number;
+  /**
+   * False lets every query see every key; windows and ALiBi then count the distance |i − j| both
+   * ways. Default true, where query i sees keys j ≤ i.
+   */
+  causal?: boolean;
   window?: number;
   /** A window per head (0 means none). */
   windows?: readonly number[];
@@ -112,6 +117,7 @@ function hostMasks(
   const keep = new Float64Array(size);
   const group = heads / kvHeads;
   const initialKeys = options.initialKeys ?? 0;
+  const causal = options.causal ?? true;
 
   for (let b = 0; b < batch; b++) {
     for (let h = 0; h < heads; h++) {
@@ -120,14 +126,15 @@ function hostMasks(
       for (let i = 0; i < seqLen; i++) {
         for (let j = 0; j < seqLen; j++) {
           const index = ((b * heads + h) * seqLen + i) * seqLen + j;
-          let visible = j <= i;
-          if (window > 0 && i - j >= window && j >= initialKeys) visible = false;
+          const distance = causal ? i - j : Math.abs(i - j);
+          let visible = !causal || j <= i;
+          if (window > 0 && distance >= window && j >= initialKeys) visible = false;
           if (options.keyMask && options.keyMask[b * seqLen + j] === 0) visible = false;
           if (options.keyEnds && i >= options.keyEnds[(b * kvHeads + kvh) * seqLen + j]) {
             visible = false;
           }
           keep[index] = visible ? 1 : 0;
-          additive[index] = visible ? -(options.alibiSlopes?.[h] ?? 0) * (i - j) : MASKED_LOGIT;
+          additive[index] = visible ? -(options.alibiSlopes?.[h] ?? 0) * distance : MASKED_LOGIT;
         }
       }
     }

@@ -7,6 +7,7 @@
 
 import { z } from "zod";
 import type { AttentionContext } from "./base.ts";
+import { calibrateOptionsSchema } from "./calibration.ts";
 import { defaultDotProductConfig, DotProductAttention } from "./dot_product.ts";
 import { commonOptionsShape } from "./mha.ts";
 
@@ -18,6 +19,8 @@ export const windowOptionsSchema = z.object({
   }),
   /** Leading keys that stay visible to every query (StreamingLLM-style initial tokens). */
   initialKeys: z.number().int().nonnegative().default(0),
+  /** ACT calibration of sink keys in evaluation forwards (off unless `enabled`). */
+  calibrate: calibrateOptionsSchema.optional(),
 }).strict();
 export type WindowOptions = z.infer<typeof windowOptionsSchema>;
 
@@ -33,6 +36,7 @@ export function createWindow(
     alibi: options.alibi,
     window: options.window,
     initialKeys: options.initialKeys,
+    calibrate: options.calibrate ?? null,
   });
 }
 
@@ -43,6 +47,8 @@ export const moaOptionsSchema = z.object({
   /** Per-head span slopes: the fraction of the input length added to alpha (one per head). */
   beta: z.array(z.number().min(0).max(1)),
   initialKeys: z.number().int().nonnegative().default(0),
+  /** ACT calibration of sink keys in evaluation forwards (off unless `enabled`). */
+  calibrate: calibrateOptionsSchema.optional(),
 }).strict();
 export type MoaOptions = z.infer<typeof moaOptionsSchema>;
 
@@ -55,5 +61,6 @@ export function createMoa(context: AttentionContext, options: MoaOptions): DotPr
     alibi: options.alibi,
     spans: { alpha: options.alpha, beta: options.beta },
     initialKeys: options.initialKeys,
+    calibrate: options.calibrate ?? null,
   });
 }

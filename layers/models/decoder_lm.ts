@@ -5,12 +5,20 @@
 
 import type { Backend } from "../../kernels/backend.ts";
 import { add, crossEntropy, matmul, Rng, slice, Tensor } from "../../tensor/mod.ts";
+import { isGradEnabled } from "../../tensor/tensor.ts";
 import { ShapeError } from "../../tensor/shape.ts";
 import type { AttentionSpec } from "../attention/registry.ts";
 import { DecoderBlock } from "../block.ts";
 import { Embedding, Linear } from "../linear.ts";
 import type { MlpKind } from "../mlp.ts";
 import { Module, normalParameter } from "../module.ts";
+import {
+  type ChunkPlan,
+  ConceptChunker,
+  type ConceptSpec,
+  dechunk,
+  resolveConcept,
+} from "../moe/concept.ts";
 import type { MoeLayer, RoutingRecord } from "../moe/moe_layer.ts";
 import { moeLayerIndices, type MoeSpec, resolveMoe } from "../moe/spec.ts";
 import { createNorm, type LayerNorm, type NormKind, type RMSNorm } from "../norm.ts";
@@ -33,6 +41,11 @@ export interface DecoderLmOptions {
   attention?: AttentionSpec;
   /** When given, MoE layers replace the MLP of the blocks that `moe.layers` names. */
   moe?: MoeSpec;
+  /**
+   * When given, ConceptMoE compression: the blocks between the first `encoderLayers` and the
+   * last `decoderLayers` run on one state per chunk of about `ratio` tokens.
+   */
+  concept?: ConceptSpec;
 }
 
 export class DecoderLM extends Module {
@@ -41,6 +54,8 @@ export class DecoderLM extends Module {
   readonly blocks: DecoderBlock[] = [];
   readonly finalNorm: RMSNorm | LayerNorm;
   readonly head: Linear | null;
+  /** The ConceptMoE boundary scorer, or null without `concept`. */
+  readonly concept: ConceptChunker | null;
   readonly #rope: RopeTables | null;
   #moeAuxLoss: Tensor | null = null;
 
@@ -74,7 +89,19 @@ export class DecoderLM extends Module {
     const moeLayers = new Set(
       options.moe === undefined ? [] : moeLayerIndices(options.moe.layers, numLayers),
     );
+    const concept = options.concept === undefined
+      ? null
+      : resolveConcept(options.concept, numLayers);
+    // Concept blocks activate more experts per concept so their expert FLOPs match the baseline.
+    const conceptMoe = concept === null || options.moe === undefined ? null : {
+      ...moe!,
+      ...resolveMoe({
+        ...options.moe,
+        topK: concept.topK ?? Math.round(concept.ratio * options.moe.topK),
+      }),
+    };
     for (let i = 0; i < numLayers; i++) {
+      const layerMoe = conceptMoe !== null && this.#isConceptBlock(i, concept!) ? conceptMoe : moe;
       this.blocks.push(
         this.addModule(
           `blocks.${i}`,
@@ -82,12 +109,24 @@ export class DecoderLM extends Module {
             ...options,
             outputInitStd,
             rope: this.#rope,
-            moe: moe !== null && moeLayers.has(i) ? { ...moe, layerIndex: i, numLayers } : null,
+            moe: layerMoe !== null && moeLayers.has(i)
+              ? { ...layerMoe, layerIndex: i, numLayers }
+              : null,
           }),
         ),
       );
     }
     warnFutureLeak(this.moeLayers());
+    this.concept = concept === null ? null : this.addModule(
+      "concept",
+      new ConceptChunker(backend, rng.fork("concept"), dModel, initStd, concept),
+    );
+    if (concept?.merge === "sum") {
+      console.warn(
+        `model.concept.merge "sum" gives each token the sum of its whole chunk, later tokens ` +
+          `included, which leaks the future into this causal language model; use "select"`,
+      );
+    }
     this.finalNorm = this.addModule(
       "finalNorm",
       createNorm(backend, options.norm, dModel, options.normEps),
@@ -115,8 +154,23 @@ export class DecoderLM extends Module {
     }
     const context = { tokenIds: ids.reshape([ids.size]) };
     let moeAuxLoss: Tensor | null = null;
-    for (const block of this.blocks) {
-      const out = block.forwardWithAux(h, context);
+    let tokenStates: Tensor | null = null;
+    let plan: ChunkPlan | null = null;
+    for (const [i, block] of this.blocks.entries()) {
+      const spec = this.concept?.spec;
+      if (spec !== undefined && i === spec.encoderLayers) {
+        const chunked = this.concept!.chunk(h, isGradEnabled());
+        tokenStates = h;
+        plan = chunked.plan;
+        h = chunked.concepts;
+        moeAuxLoss = moeAuxLoss === null ? chunked.loss : add(moeAuxLoss, chunked.loss);
+      }
+      if (spec !== undefined && i === this.blocks.length - spec.decoderLayers) {
+        h = dechunk(tokenStates!, h, plan!);
+      }
+      // Concept blocks have no token ids, so hash routing is unavailable there.
+      const inConcept = spec !== undefined && this.#isConceptBlock(i, spec);
+      const out = block.forwardWithAux(h, inConcept ? { tokenIds: null } : context);
       h = out.y;
       if (out.auxLoss !== null) {
         moeAuxLoss = moeAuxLoss === null ? out.auxLoss : add(moeAuxLoss, out.auxLoss);
@@ -164,6 +218,10 @@ export class DecoderLM extends Module {
     return aux === null ? ce : add(ce, aux.reshape([]));
   }
 
+  #isConceptBlock(i: number, concept: { encoderLayers: number; decoderLayers: number }): boolean {
+    return i >= concept.encoderLayers && i < this.options.numLayers - concept.decoderLayers;
+  }
+
   /** The MoE layers by block index, in block order. */
   moeLayers(): { layer: number; moe: MoeLayer }[] {
     const out: { layer: number; moe: MoeLayer }[] = [];
@@ -199,6 +257,7 @@ export class DecoderLM extends Module {
   override dispose(): void {
     super.dispose();
     for (const { moe } of this.moeLayers()) moe.dispose();
+    this.concept?.dispose();
     this.#rope?.dispose();
   }
 }

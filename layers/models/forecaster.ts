@@ -6,26 +6,18 @@
  * states of a channel to its horizon. Channels share every weight and never attend to each other (channel
  * independence).
  *
- * Each block's feed-forward layer comes from an optional `ffn` factory, so an MoE layer can take
- * the place of the MLP.
+ * Each block's attention is a registered variant (`attention`, default plain multi-head), built
+ * non-causal. Each block's feed-forward layer comes from an optional `ffn` factory, so an MoE layer
+ * can take the place of the MLP.
  *
- * `EncoderBlock` and `SelfAttention` (multi-head attention without a mask) are shared with the ViT.
+ * `EncoderBlock` is shared with the ViT.
  */
 
 import type { Backend } from "../../kernels/backend.ts";
-import {
-  add,
-  matmul,
-  meanAll,
-  Rng,
-  scale,
-  softmax,
-  square,
-  sub,
-  Tensor,
-  transpose,
-} from "../../tensor/mod.ts";
+import { add, meanAll, Rng, square, sub, Tensor, transpose } from "../../tensor/mod.ts";
 import { ShapeError } from "../../tensor/shape.ts";
+import type { AttentionModule } from "../attention/base.ts";
+import { type AttentionSpec, createAttention, DEFAULT_ATTENTION } from "../attention/registry.ts";
 import { Linear } from "../linear.ts";
 import { Mlp, type MlpKind } from "../mlp.ts";
 import { Module, normalParameter } from "../module.ts";
@@ -54,73 +46,27 @@ export interface EncoderOptions {
   norm: NormKind;
   normEps: number;
   initStd: number;
+  /** `model.attention`: the variant name and its options; default `{ name: "mha" }`. */
+  attention?: AttentionSpec;
   /** Replaces each block's MLP, for example with an MoE layer. */
   ffn?: FeedForwardFactory;
-}
-
-/**
- * Multi-head self-attention without a mask, every position attending to every other:
- * softmax(q·kᵀ/√d_head)·v, with the T×T probabilities materialised.
- */
-// TODO: use the registered attention variants once they accept a non-causal option.
-export class SelfAttention extends Module {
-  readonly query: Linear;
-  readonly key: Linear;
-  readonly value: Linear;
-  readonly output: Linear;
-  readonly headDim: number;
-
-  constructor(
-    backend: Backend,
-    rng: Rng,
-    readonly options: { dModel: number; numHeads: number; initStd: number; outputInitStd: number },
-  ) {
-    super();
-    const { dModel, numHeads, initStd } = options;
-    if (dModel % numHeads !== 0) {
-      throw new ShapeError(`attention: numHeads ${numHeads} does not divide dModel ${dModel}`);
-    }
-    this.headDim = dModel / numHeads;
-    this.query = this.addModule("query", new Linear(backend, rng, dModel, dModel, { initStd }));
-    this.key = this.addModule("key", new Linear(backend, rng, dModel, dModel, { initStd }));
-    this.value = this.addModule("value", new Linear(backend, rng, dModel, dModel, { initStd }));
-    this.output = this.addModule(
-      "output",
-      new Linear(backend, rng, dModel, dModel, { initStd: options.outputInitStd }),
-    );
-  }
-
-  /** x is [B, T, dModel]; returns [B, T, dModel]. */
-  forward(x: Tensor): Tensor {
-    const { dModel, numHeads } = this.options;
-    if (x.rank !== 3 || x.shape[2] !== dModel) {
-      throw new ShapeError(
-        `attention: expected input [batch, seqLen, ${dModel}], got ${x.describe()}`,
-      );
-    }
-    const [batch, seqLen] = x.shape;
-
-    // [B, T, d] → [B, H, T, d_head]
-    const split = (t: Tensor) =>
-      transpose(t.reshape([batch, seqLen, numHeads, this.headDim]), 1, 2);
-    const q = split(this.query.forward(x));
-    const k = split(this.key.forward(x));
-    const v = split(this.value.forward(x));
-
-    const scores = matmul(scale(q, 1 / Math.sqrt(this.headDim)), k, { transB: true });
-    const context = matmul(softmax(scores), v);
-    return this.output.forward(transpose(context, 1, 2).reshape([batch, seqLen, dModel]));
-  }
 }
 
 /** The pre-norm encoder block: x + attention(norm(x)), then x + ffn(norm(x)), no causal mask. */
 export class EncoderBlock extends Module {
   readonly attentionNorm: RMSNorm | LayerNorm;
-  readonly attention: SelfAttention;
+  readonly attention: AttentionModule;
   readonly mlpNorm: RMSNorm | LayerNorm;
   readonly mlp: FeedForward;
 
-  constructor(backend: Backend, rng: Rng, layer: number, options: EncoderOptions) {
+  /** `seqLen` is the model's number of tokens, for the variants' option checks. */
+  constructor(
+    backend: Backend,
+    rng: Rng,
+    layer: number,
+    options: EncoderOptions,
+    seqLen: number,
+  ) {
     super();
     const { dModel, norm, normEps, initStd } = options;
     // GPT-2 scales the init of projections into the residual stream by 1/√(2·layers).
@@ -130,13 +76,20 @@ export class EncoderBlock extends Module {
       "attentionNorm",
       createNorm(backend, norm, dModel, normEps),
     );
+    // Encoders use learned positions, so the context has no rotary tables (MLA still rotates its
+    // decoupled query and key parts with tables of its own).
     this.attention = this.addModule(
       "attention",
-      new SelfAttention(backend, rng, {
+      createAttention(options.attention ?? DEFAULT_ATTENTION, {
+        backend,
+        rng,
         dModel,
         numHeads: options.numHeads,
         initStd,
         outputInitStd,
+        rope: null,
+        maxSeqLen: seqLen,
+        causal: false,
       }),
     );
     this.mlpNorm = this.addModule("mlpNorm", createNorm(backend, norm, dModel, normEps));
@@ -154,6 +107,19 @@ export class EncoderBlock extends Module {
     const h = add(x, this.attention.forward(this.attentionNorm.forward(x)));
     return add(h, this.mlp.forward(this.mlpNorm.forward(h)));
   }
+}
+
+/**
+ * Sums the weighted auxiliary losses that the blocks' attention left in their latest forward
+ * (MoH's head load balance); null when no block has one.
+ */
+export function encoderAttentionAuxLoss(blocks: readonly EncoderBlock[]): Tensor | null {
+  let total: Tensor | null = null;
+  for (const block of blocks) {
+    const aux = block.attention.auxLoss;
+    if (aux !== null) total = total === null ? aux : add(total, aux);
+  }
+  return total;
 }
 
 export interface ForecasterOptions extends EncoderOptions {
@@ -192,7 +158,8 @@ export class Forecaster extends Module {
       normalParameter(backend, rng, [this.numPatches, dModel], initStd),
     );
     for (let i = 0; i < options.numLayers; i++) {
-      this.blocks.push(this.addModule(`blocks.${i}`, new EncoderBlock(backend, rng, i, options)));
+      const block = new EncoderBlock(backend, rng, i, options, this.numPatches);
+      this.blocks.push(this.addModule(`blocks.${i}`, block));
     }
     this.finalNorm = this.addModule(
       "finalNorm",
@@ -227,5 +194,10 @@ export class Forecaster extends Module {
   /** Mean squared error of the forecast against targets [B, horizon, C]. */
   loss(inputs: Tensor, targets: Tensor): Tensor {
     return meanAll(square(sub(this.forward(inputs), targets)));
+  }
+
+  /** The attention layers' weighted auxiliary losses from the latest forward, or null. */
+  attentionAuxLoss(): Tensor | null {
+    return encoderAttentionAuxLoss(this.blocks);
   }
 }

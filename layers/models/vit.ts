@@ -4,8 +4,9 @@
  * transformer encoder runs over them without a causal mask, and a linear head maps the pooled
  * state (a prepended class token, or the mean of the patch states) to class logits.
  *
- * Each block's feed-forward layer comes from an optional `ffn` factory, so an MoE layer can take
- * the place of the MLP.
+ * Each block's attention is a registered variant (`attention`, default plain multi-head), built
+ * non-causal. Each block's feed-forward layer comes from an optional `ffn` factory, so an MoE layer
+ * can take the place of the MLP.
  */
 
 import type { Backend } from "../../kernels/backend.ts";
@@ -23,7 +24,7 @@ import { ShapeError } from "../../tensor/shape.ts";
 import { Linear } from "../linear.ts";
 import { Module, normalParameter } from "../module.ts";
 import { createNorm, type LayerNorm, type RMSNorm } from "../norm.ts";
-import { EncoderBlock, type EncoderOptions } from "./forecaster.ts";
+import { encoderAttentionAuxLoss, EncoderBlock, type EncoderOptions } from "./forecaster.ts";
 
 export interface VitOptions extends EncoderOptions {
   /** Height and width of the square input image, in pixels. */
@@ -68,7 +69,8 @@ export class VisionTransformer extends Module {
       normalParameter(backend, rng, [tokens, dModel], initStd),
     );
     for (let i = 0; i < options.numLayers; i++) {
-      this.blocks.push(this.addModule(`blocks.${i}`, new EncoderBlock(backend, rng, i, options)));
+      const block = new EncoderBlock(backend, rng, i, options, tokens);
+      this.blocks.push(this.addModule(`blocks.${i}`, block));
     }
     this.finalNorm = this.addModule(
       "finalNorm",
@@ -113,5 +115,10 @@ export class VisionTransformer extends Module {
   /** Mean cross-entropy in nats of the logits against i32 labels [B]. */
   loss(images: Tensor, labels: Tensor): Tensor {
     return crossEntropy(this.forward(images), labels);
+  }
+
+  /** The attention layers' weighted auxiliary losses from the latest forward, or null. */
+  attentionAuxLoss(): Tensor | null {
+    return encoderAttentionAuxLoss(this.blocks);
   }
 }
