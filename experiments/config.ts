@@ -114,6 +114,8 @@ const TrainConfig = z.strictObject({
   keepCheckpoints: z.int().min(1).default(2),
   // Steps between diagnostics probes (routing.csv, attention.csv); 0 turns them off.
   probeEvery: z.int().min(0).default(0),
+  // Profile super experts at the end of the run (MoE models): super_experts.csv and summary.
+  superExperts: z.boolean().default(false),
 });
 
 const OutputConfig = z.strictObject({

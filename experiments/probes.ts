@@ -28,7 +28,12 @@ import {
   routingFluctuation,
   routingMetrics,
 } from "../layers/moe/diagnostics.ts";
-import { noGrad, withScope } from "../tensor/mod.ts";
+import {
+  compareSuperExpertPruning,
+  flagSuperExperts,
+  profileSuperExperts,
+} from "../layers/moe/super_experts.ts";
+import { noGrad, Rng, withScope } from "../tensor/mod.ts";
 import { CsvWriter } from "./csv.ts";
 import { LmModel, type TokenBatch } from "./tasks/lm_model.ts";
 import type { Task, TaskModel } from "./tasks/task.ts";
@@ -169,6 +174,56 @@ export class Probes {
         for (const column of LAYER_COLUMNS) row[column] = metrics[column];
         this.#routing.write(row);
       }
+    }
+  }
+
+  /**
+   * Super-expert profiling (Su et al., "Unveiling Super Experts in Mixture-of-Experts Large
+   * Language Models", 2025): the largest |down-projection output| of every routed expert over
+   * `batches` validation batches, written to super_experts.csv with the experts the percentile
+   * rule flags, and the validation loss with the flagged experts zeroed against the same number
+   * of random experts zeroed. Returns the losses for the summary; null without MoE layers.
+   */
+  async profileSuperExperts(
+    task: Task,
+    batchSize: number,
+    batches: number,
+    seed: number,
+  ): Promise<Record<string, number> | null> {
+    const decoder = this.#decoder;
+    if (decoder === null || decoder.moeLayers().length === 0) return null;
+    const valBatches = (task as { valBatches?: (b: number, n: number) => TokenBatch[] })
+      .valBatches?.(batchSize, batches) ?? [];
+    const pairs = valBatches.map((b) => ({ ids: b.inputs, targets: b.targets }));
+    try {
+      const table = await profileSuperExperts(decoder, pairs);
+      const flagged = flagSuperExperts(table);
+      const isFlagged = new Set(flagged.map(({ layer, expert }) => `${layer}:${expert}`));
+      const csv = await CsvWriter.create(
+        join(this.dir, "super_experts.csv"),
+        ["layer", "expert", "peak", "flagged"],
+      );
+      for (const { layer, peaks } of table.layers) {
+        peaks.forEach((peak, expert) =>
+          csv.write({ layer, expert, peak, flagged: isFlagged.has(`${layer}:${expert}`) ? 1 : 0 })
+        );
+      }
+      csv.close();
+
+      const comparison = await compareSuperExpertPruning(
+        decoder,
+        pairs,
+        flagged,
+        new Rng(seed).fork("super-experts"),
+      );
+      return {
+        superExperts: flagged.length,
+        lossAllExperts: comparison.baseLoss,
+        lossSuperExpertsZeroed: comparison.superLoss,
+        lossRandomExpertsZeroed: comparison.randomLoss,
+      };
+    } finally {
+      for (const batch of valBatches) for (const tensor of batch.tensors()) tensor.dispose();
     }
   }
 

@@ -81,6 +81,7 @@ const DESCRIPTIONS: Record<string, string> = {
   "train.checkpointEvery": "steps between checkpoints; 0 saves one at the end only",
   "train.keepCheckpoints": "newest checkpoints kept in checkpoints/",
   "train.probeEvery": "steps between routing.csv and attention.csv probes; 0 turns them off",
+  "train.superExperts": "profile super experts at the end: super_experts.csv, zeroed-expert losses",
   "output.dir": "folder that holds one results folder per experiment",
 };
 

@@ -171,7 +171,7 @@ export async function train(config: ExperimentConfig, options: TrainOptions): Pr
     append: options.resume !== undefined,
   });
   const progress = new Progress();
-  const probes = config.train.probeEvery > 0
+  const probes = config.train.probeEvery > 0 || config.train.superExperts
     ? Probes.create(dir, task, model, config.train.batchSize, options.resume !== undefined)
     : null;
   const summary: RunSummary = {
@@ -273,7 +273,8 @@ export async function train(config: ExperimentConfig, options: TrainOptions): Pr
       }
       loss.dispose();
       normSq.dispose();
-      if (probes !== null && ((step + 1) % config.train.probeEvery === 0 || isLast)) {
+      const probeEvery = config.train.probeEvery;
+      if (probes !== null && probeEvery > 0 && ((step + 1) % probeEvery === 0 || isLast)) {
         await probes.probe(step + 1);
       }
 
@@ -295,6 +296,23 @@ export async function train(config: ExperimentConfig, options: TrainOptions): Pr
     }
     progress.done();
     await checkpoint(steps);
+    if (config.train.superExperts && probes !== null) {
+      const pruning = await probes.profileSuperExperts(
+        task,
+        batchSize,
+        config.train.evalBatches,
+        config.seed,
+      );
+      if (pruning !== null) {
+        summary.superExperts = pruning;
+        log(
+          `super experts: ${pruning.superExperts} flagged; validation loss ` +
+            `${pruning.lossAllExperts.toFixed(4)} with all experts, ` +
+            `${pruning.lossSuperExpertsZeroed.toFixed(4)} with them zeroed, ` +
+            `${pruning.lossRandomExpertsZeroed.toFixed(4)} with as many random experts zeroed`,
+        );
+      }
+    }
 
     summary.status = "completed";
     summary.finalMetrics = { trainLoss: lastTrainLoss };

@@ -189,3 +189,35 @@ Deno.test({
     await gpu.dispose();
   },
 });
+
+Deno.test("trainer profiles super experts", async () => {
+  const outputDir = await Deno.makeTempDir();
+  const config = tinyConfig(outputDir, {
+    model: {
+      dModel: 16,
+      numLayers: 2,
+      numHeads: 2,
+      dFF: 32,
+      moe: { router: { name: "softmax-topk" }, numExperts: 4, topK: 2, dFF: 16 },
+    },
+    train: {
+      steps: 4,
+      batchSize: 2,
+      logEvery: 2,
+      evalEvery: 2,
+      evalBatches: 2,
+      superExperts: true,
+    },
+  });
+  const { dir, summary } = await train(config, {
+    backend: createCpuBackend(),
+    configText: "",
+    log: () => {},
+  });
+  const rows = await readCsv(join(dir, "super_experts.csv"));
+  assert.equal(rows.length, 2 * 4, "one row per (layer, expert)");
+  assert.ok(rows.every((row) => row.flagged === 0 || row.flagged === 1));
+  const pruning = summary.superExperts as Record<string, number>;
+  assert.ok(Number.isFinite(pruning.lossAllExperts));
+  assert.ok(Number.isFinite(pruning.lossSuperExpertsZeroed));
+});
