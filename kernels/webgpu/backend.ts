@@ -53,6 +53,8 @@ export interface WebGpuStats {
   buffersCreated: number;
   submits: number;
   dispatches: number;
+  /** Bind groups cached for reuse by later dispatches. */
+  bindGroupsCached: number;
 }
 
 /** Uniform slots per batch; a batch with more dispatches is submitted early. */
@@ -179,6 +181,7 @@ export class WebGpuBackend implements Backend {
       buffersCreated: this.#memory.buffersCreated,
       submits: this.#recorder.submits,
       dispatches: this.#recorder.dispatches,
+      bindGroupsCached: this.#recorder.bindGroupsCached,
     };
   }
 

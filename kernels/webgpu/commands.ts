@@ -16,6 +16,12 @@ import { UNIFORM_BINDING_BYTES } from "./uniforms.ts";
 /** Bytes of the staging arena for uploads recorded between submits. */
 const UPLOAD_ARENA_BYTES = 4 * 1024 * 1024;
 
+/**
+ * Cached bind groups past this count are all dropped. A small GPT's training step uses about 200,
+ * and pooled buffers are reused in the same order each step, so the cache stops growing.
+ */
+const MAX_CACHED_BIND_GROUPS = 4096;
+
 /** A storage binding: a buffer and the bytes of it the kernel may touch. */
 export interface Binding {
   buffer: GPUBuffer;
@@ -29,6 +35,14 @@ export class CommandRecorder {
   #pass: GPUComputePassEncoder | null = null;
   #uploadArena: GPUBuffer | null = null;
   #uploadUsed = 0;
+  /**
+   * Bind groups by layout, buffers and binding sizes. One bind group per dispatch made resident
+   * memory grow by about 90 MiB over 1000 steps of a small GPT on Deno 2.9 and llvmpipe, because
+   * each one's native memory is freed only when V8's major GC collects its wrapper.
+   */
+  readonly #bindGroups = new Map<string, GPUBindGroup>();
+  readonly #objectIds = new WeakMap<object, number>();
+  #nextObjectId = 1;
 
   constructor(
     private readonly device: GPUDevice,
@@ -41,6 +55,11 @@ export class CommandRecorder {
     return this.#encoder !== null;
   }
 
+  /** Number of bind groups held for reuse. */
+  get bindGroupsCached(): number {
+    return this.#bindGroups.size;
+  }
+
   dispatch(kernel: Kernel, bindings: readonly Binding[], params: readonly number[], grid: Grid) {
     if (bindings.length !== kernel.access.length) {
       throw new Error(
@@ -51,18 +70,7 @@ export class CommandRecorder {
     if (this.uniforms.full) this.flush();
     const offset = this.uniforms.write(kernel.paramTypes, params);
 
-    const entries: GPUBindGroupEntry[] = [
-      { binding: 0, resource: { buffer: this.uniforms.buffer, size: UNIFORM_BINDING_BYTES } },
-    ];
-    bindings.forEach((binding, i) =>
-      entries.push({
-        binding: i + 1,
-        // A zero-size storage still binds 4 bytes, the smallest valid storage binding.
-        resource: { buffer: binding.buffer, size: Math.max(binding.bytes, 4) },
-      })
-    );
-    // TODO: bind groups are created per dispatch; cache them by (pipeline, buffers) if it shows.
-    const bindGroup = this.device.createBindGroup({ layout, entries });
+    const bindGroup = this.#bindGroup(layout, bindings);
 
     const pass = this.#computePass();
     pass.setPipeline(pipeline);
@@ -130,9 +138,40 @@ export class CommandRecorder {
 
   destroy(): void {
     this.#endPass();
+    this.#bindGroups.clear();
     this.#encoder = null;
     this.#uploadArena?.destroy();
     this.#uploadArena = null;
+  }
+
+  /** Returns the cached bind group for `layout` and `bindings`, creating it on first use. */
+  #bindGroup(layout: GPUBindGroupLayout, bindings: readonly Binding[]): GPUBindGroup {
+    // A zero-size storage still binds 4 bytes, the smallest valid storage binding.
+    const sizes = bindings.map((binding) => Math.max(binding.bytes, 4));
+    let key = `${this.#objectId(layout)}`;
+    bindings.forEach((binding, i) => key += `,${this.#objectId(binding.buffer)}:${sizes[i]}`);
+    const cached = this.#bindGroups.get(key);
+    if (cached) return cached;
+
+    const entries: GPUBindGroupEntry[] = [
+      { binding: 0, resource: { buffer: this.uniforms.buffer, size: UNIFORM_BINDING_BYTES } },
+    ];
+    bindings.forEach((binding, i) =>
+      entries.push({ binding: i + 1, resource: { buffer: binding.buffer, size: sizes[i] } })
+    );
+    const bindGroup = this.device.createBindGroup({ layout, entries });
+    if (this.#bindGroups.size >= MAX_CACHED_BIND_GROUPS) this.#bindGroups.clear();
+    this.#bindGroups.set(key, bindGroup);
+    return bindGroup;
+  }
+
+  #objectId(object: object): number {
+    let id = this.#objectIds.get(object);
+    if (id === undefined) {
+      id = this.#nextObjectId++;
+      this.#objectIds.set(object, id);
+    }
+    return id;
   }
 
   #commandEncoder(): GPUCommandEncoder {
