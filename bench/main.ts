@@ -1,7 +1,8 @@
 /**
  * `deno task bench`: moelab's WebGPU and CPU backends against jax-js, TensorFlow.js and PyTorch
  * CPU on matmul (64–1024), causal attention forward + backward, and the tiny-GPT training step,
- * all in this one process except PyTorch, which runs bench/torch_step.py with one thread.
+ * all in this one process except PyTorch, which runs bench/torch_step.py with one thread. The
+ * step's jax-js and TensorFlow.js versions are in bench/peer_step.ts.
  *
  * Every figure excludes warm-up runs and reports the median of `--repetitions` (default 5) runs
  * with the min–max spread. Prints a markdown table for docs/BENCHMARKS.md.
@@ -19,6 +20,7 @@ import { createCpuBackend } from "../kernels/cpu/backend.ts";
 import { createFastCpuBackend } from "../kernels/cpu/fast_backend.ts";
 import { createWebGpuBackend } from "../kernels/webgpu/backend.ts";
 import { matmulsPerRepetition, timeAttention, timeMatmul, timeTrainStep } from "./moelab.ts";
+import { jaxTrainStep, tfTrainStep } from "./peer_step.ts";
 import { jaxMatmul, type PeerResult, tfMatmul } from "./peers.ts";
 import { gflops, type Timing } from "./timing.ts";
 
@@ -123,17 +125,27 @@ console.log(
   "\n| tiny-GPT step | implementation | ms/step median (min–max) | tokens/s |\n| --- | --- | --- | --- |",
 );
 const tokens = 8 * 128;
+const stepMedians = new Map<string, number>();
 for (const [label, backend] of moelab) {
   if (label.includes("reference")) continue;
   const t = await timeTrainStep(backend, options);
+  stepMedians.set(label, t.median);
   row(["step", label, spread(t.median, t.min, t.max, 1), Math.round(tokens / (t.median / 1000))]);
 }
-row([
-  "step",
-  "jax-js, tfjs",
-  "TODO: the tiny GPT is not yet written for the JavaScript peers",
-  "-",
-]);
+const stepPeers: [string, () => Promise<PeerResult>][] = [
+  ["jax-js webgpu", () => jaxTrainStep("webgpu", options)],
+  ["jax-js wasm", () => jaxTrainStep("wasm", options)],
+  ["tfjs webgpu", () => tfTrainStep(options)],
+];
+for (const [label, run] of stepPeers) {
+  const result = await withTimeout(run(), `${label} step`);
+  if ("absent" in result) row(["step", label, `absent: ${result.absent}`, "-"]);
+  else {
+    const t = result.timing;
+    stepMedians.set(label, t.median);
+    row(["step", label, spread(t.median, t.min, t.max, 1), Math.round(tokens / (t.median / 1000))]);
+  }
+}
 const torch = await torchStep();
 if (typeof torch === "string") row(["step", "pytorch cpu (1 thread)", `absent: ${torch}`, "-"]);
 else {
@@ -143,6 +155,15 @@ else {
     spread(torch.median, torch.min, torch.max, 1),
     Math.round(tokens / (torch.median / 1000)),
   ]);
+}
+
+const moelabStep = stepMedians.get("moelab webgpu");
+if (moelabStep !== undefined) {
+  for (const peer of ["jax-js webgpu", "tfjs webgpu"]) {
+    const peerStep = stepMedians.get(peer);
+    if (peerStep === undefined) continue;
+    console.log(`step: ${peer} / moelab webgpu = ${(peerStep / moelabStep).toFixed(2)} (medians)`);
+  }
 }
 
 /** Runs bench/torch_step.py with one thread; returns its timing or why it could not run. */

@@ -8,10 +8,10 @@
 import { matmulsPerRepetition } from "./moelab.ts";
 import { time, type Timing, type TimingOptions } from "./timing.ts";
 
-/** A peer's matmul timing, or why it could not run. */
+/** A peer's timing, or why it could not run. */
 export type PeerResult = { timing: Timing } | { absent: string };
 
-function reason(error: unknown): string {
+export function reason(error: unknown): string {
   return error instanceof Error ? error.message.split("\n")[0] : String(error);
 }
 
@@ -26,7 +26,7 @@ type Module = any;
 let jaxModule: Promise<{ jax: Module; devices: string[] }> | null = null;
 
 /** Imports jax-js once and initialises the devices it can use here. */
-function loadJax(): Promise<{ jax: Module; devices: string[] }> {
+export function loadJax(): Promise<{ jax: Module; devices: string[] }> {
   jaxModule ??= (async () => {
     const jax = await import("@jax-js/jax");
     const devices: string[] = await jax.init("wasm", "webgpu");
@@ -68,7 +68,7 @@ export async function jaxMatmul(
 let tfModule: Promise<Module> | null = null;
 
 /** Imports TensorFlow.js with its WebGPU backend once and selects that backend. */
-function loadTf(): Promise<Module> {
+export function loadTf(): Promise<Module> {
   tfModule ??= (async () => {
     const tf = await import("@tensorflow/tfjs");
     await import("@tensorflow/tfjs-backend-webgpu");

@@ -1,7 +1,9 @@
 /**
  * Checks that training reaches a steady state on the WebGPU backend. After the first step no new
  * GPU buffers are created, each step submits once, only the logged loss is read back, and the
- * live-storage count and the process's resident memory stay flat. It is not a test: it runs 1000
+ * live-storage count and the process's resident memory stay flat. Each checkpoint line also
+ * prints the cached bind groups and the V8 heap and external bytes, which tell growth in the V8
+ * heap from growth in native memory. It is not a test: it runs 1000
  * steps of a small GPT and prints one line per checkpoint, then PASS or FAIL per check.
  *
  * Run: npx deno run -A bench/steady_state.ts [steps] [logEvery]
@@ -29,6 +31,7 @@ const gpt = tinyGpt(backend, SIZES);
 const rng = new Rng(5);
 console.log(`steady state: ${steps} steps on ${backend.description}, loss read every ${logEvery}`);
 
+const mib = (bytes: number) => (bytes / 2 ** 20).toFixed(1);
 let afterFirst = { buffersCreated: 0, live: 0, rss: 0 };
 const unloggedSubmits = new Set<number>();
 let maxRssGrowth = 0;
@@ -44,7 +47,7 @@ for (let step = 1; step <= steps; step++) {
   normSq.dispose();
 
   const stats = backend.stats();
-  const rss = Deno.memoryUsage().rss;
+  const { rss, heapUsed, external } = Deno.memoryUsage();
   if (step === 1) {
     afterFirst = { buffersCreated: stats.buffersCreated, live: backend.liveStorages(), rss };
   }
@@ -52,7 +55,8 @@ for (let step = 1; step <= steps; step++) {
   if (logs) {
     console.log(
       `step ${step} loss ${lossValue.toFixed(4)} buffersCreated ${stats.buffersCreated} ` +
-        `live ${backend.liveStorages()} rss ${(rss / 2 ** 20).toFixed(1)} MiB`,
+        `live ${backend.liveStorages()} bindGroups ${stats.bindGroupsCached} ` +
+        `rss ${mib(rss)} heapUsed ${mib(heapUsed)} external ${mib(external)} MiB`,
     );
   }
 }

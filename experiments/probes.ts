@@ -2,11 +2,10 @@
  * Diagnostics written every `train.probeEvery` steps on a fixed probe batch of validation data:
  *
  * - routing.csv, for models with MoE layers: one row per (step, layer, expert) with the expert's
- *   share of the layer's kept assignments (`load`), and the layer's MaxVio, coefficient of
- *   variation, dead experts, drop rate, mean router entropy, auxiliary losses and routing
- *   fluctuation since the previous probe (`fluctuation`: share of probe tokens whose top-1 expert
- *   changed; `fluctuation_topk`: whose top-K set changed), repeated on each of its expert rows,
- *   then `max_vio_global`: MaxVio of the loads summed over the first `GLOBAL_BATCHES` validation
+ *   share of the layer's kept assignments (`load`). The layer's MaxVio, coefficient of variation,
+ *   dead experts, drop rate, mean router entropy and routing fluctuation since the previous probe
+ *   are repeated on each of its expert rows (`fluctuation`: share of probe tokens whose top-1 expert
+ *   changed; `fluctuation_topk`: whose top-K set changed), then `max_vio_global`: MaxVio of the loads summed over the first `GLOBAL_BATCHES` validation
  *   batches (the probe batch among them), so it is not the mean of per-batch MaxVio values.
  * - attention.csv: one row per (step, layer, head) with the attention entropy and the model's
  *   attention-sink rate (share of heads whose mean attention on the first token exceeds 0.3),
@@ -38,8 +37,8 @@ import { CsvWriter } from "./csv.ts";
 import { LmModel, type TokenBatch } from "./tasks/lm_model.ts";
 import type { Task, TaskModel } from "./tasks/task.ts";
 
-// Per-layer routing columns, in the order routingMetrics returns them; auxiliary losses vary by
-// router, so they are written as one `aux_losses` cell of name=value pairs.
+// Per-layer routing columns, in the order routingMetrics returns them. Auxiliary losses are left
+// out because their names vary by router; the training loss already includes them.
 const LAYER_COLUMNS = ["max_vio", "cv", "dead_experts", "drop_rate", "router_entropy"];
 
 /** Validation batches whose summed expert loads give `max_vio_global`. */
@@ -178,8 +177,7 @@ export class Probes {
   }
 
   /**
-   * Super-expert profiling (Su et al., "Unveiling Super Experts in Mixture-of-Experts Large
-   * Language Models", 2025): the largest |down-projection output| of every routed expert over
+   * Super-expert profiling (Su et al., arXiv 2507.23279): the largest |down-projection output| of every routed expert over
    * `batches` validation batches, written to super_experts.csv with the experts the percentile
    * rule flags, and the validation loss with the flagged experts zeroed against the same number
    * of random experts zeroed. Returns the losses for the summary; null without MoE layers.

@@ -1,7 +1,8 @@
 /**
  * The steady-state invariant of training on WebGPU: after the first step a training step creates
- * no GPU buffers, submits once and leaves the live-storage count unchanged. Checked over 50 steps
- * of a small GPT. Skipped, with the reason, where WebGPU has no adapter.
+ * no GPU buffers, submits once and leaves the live-storage count unchanged, and once the pool's
+ * buffers come back in a repeating order it adds no cached bind groups. Checked over 100 steps of
+ * a small GPT. Skipped, with the reason, where WebGPU has no adapter.
  *
  * Run: npx deno test -A tests/kernels/webgpu_steps_test.ts
  */
@@ -21,7 +22,9 @@ const SIZES: GptSizes = {
   vocabSize: 64,
   lr: 1e-3,
 };
-const STEPS = 50;
+const STEPS = 100;
+/** Steps at the end over which the bind-group cache must not grow; it settles near step 50. */
+const FLAT_BIND_GROUP_STEPS = 20;
 
 async function webgpuOrSkipReason(): Promise<WebGpuBackend | string> {
   try {
@@ -51,7 +54,11 @@ Deno.test({
     const afterFirst = backend.stats();
     const liveAfterFirst = backend.liveStorages();
 
+    let bindGroupsBeforeFlat = 0;
     for (let step = 2; step <= STEPS; step++) {
+      if (step === STEPS - FLAT_BIND_GROUP_STEPS + 1) {
+        bindGroupsBeforeFlat = backend.stats().bindGroupsCached;
+      }
       const before = backend.stats();
       const { loss, normSq } = runTinyStep(backend, gpt, rng, SIZES);
       backend.flush();
@@ -66,6 +73,11 @@ Deno.test({
       backend.stats().buffersCreated,
       afterFirst.buffersCreated,
       `buffers created after step 1`,
+    );
+    assert.equal(
+      backend.stats().bindGroupsCached,
+      bindGroupsBeforeFlat,
+      `bind groups cached over the last ${FLAT_BIND_GROUP_STEPS} steps`,
     );
 
     gpt.optimizer.dispose();
