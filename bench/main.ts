@@ -9,10 +9,9 @@
  *
  * Run: npx deno task bench [--repetitions N] [--quick]
  *   --quick measures matmul 512 and the training step only.
- * Fused against unfused attention at T = 64, 256 and 1024, with peak bytes, is in
- * bench/attention_memory.ts.
- * The MoE layer's grouped path against a dense loop over 4, 8 and 16 experts is in
- * bench/moe_dense.ts.
+ * Without --quick it then runs bench/attention_memory.ts (fused against unfused attention at
+ * T = 64, 256 and 1024, with peak bytes) and bench/moe_dense.ts (the MoE layer's grouped path
+ * against a dense loop over 4, 8 and 16 experts).
  */
 
 import type { Backend } from "../kernels/backend.ts";
@@ -197,5 +196,25 @@ async function torchStep(): Promise<Timing | string> {
 }
 
 for (const [, backend] of moelab) await backend.dispose();
+
+// The attention and MoE-layer benchmarks run as their own processes, so their backends and peak
+// byte counts start fresh.
+if (!quick) {
+  for (const script of ["attention_memory.ts", "moe_dense.ts"]) {
+    console.log(`\n## ${script}`);
+    await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--allow-all",
+        new URL(`./${script}`, import.meta.url).pathname,
+        "--repetitions",
+        String(repetitions),
+      ],
+      stdout: "inherit",
+      stderr: "inherit",
+    }).output();
+  }
+}
+
 // A peer that timed out may hold GPU work that never resolves; exit rather than wait for it.
 Deno.exit(0);
