@@ -1,9 +1,10 @@
 /**
  * The fast CPU backend: the float32 reference backend with its hot ops replaced by a WebAssembly
- * SIMD matmul and tighter float32 loops (GELU, scale, broadcast binary ops, transpose). It is the
- * engine for training without a GPU; the float64 reference backend stays the oracle that tests
- * compare it against. Ops and cases without a fast path run the reference code, so errors and
- * edge cases behave the same.
+ * SIMD matmul (large products shared with one worker thread), a WebAssembly SIMD exp under GELU,
+ * softmax and cross-entropy, and tighter float32 loops (scale, broadcast binary ops, transpose).
+ * It is the engine for training without a GPU; the float64 reference backend stays the oracle
+ * that tests compare it against. Ops and cases without a fast path run the reference code, so
+ * errors and edge cases behave the same.
  *
  * ```ts
  * const backend = createFastCpuBackend();
@@ -13,27 +14,48 @@
 import type { Backend, BinaryOp, MatmulSpec, Storage, UnaryOp } from "../backend.ts";
 import { CpuBackend } from "./backend.ts";
 import { checkShape } from "./broadcast.ts";
-import { binaryRepeating, gelu, geluBackward, scale, swapAxes } from "./fast_ops.ts";
+import { binaryRepeating, scale, softmaxBackward, swapAxes } from "./fast_ops.ts";
 import { checkCount, CpuMemory, product } from "./storage.ts";
+import { WasmExp } from "./wasm/exp.ts";
 import { WasmGemm } from "./wasm/gemm.ts";
 
 export interface FastCpuBackendOptions {
   /** Fill new storages with NaN (ints with −2³¹), so an op that skips an element is caught. */
   poison?: boolean;
+  /**
+   * Threads that share each large matmul: 2 adds one worker, and 1 keeps every op on the calling
+   * thread. Default: 2 when the machine reports at least 2 logical processors.
+   */
+  matmulThreads?: 1 | 2;
 }
 
 /** Creates the fast float32 CPU backend; compiling its kernels takes a few milliseconds. */
 export function createFastCpuBackend(options: FastCpuBackendOptions = {}): Backend {
-  return new FastCpuBackend(new CpuMemory("f32", options.poison ?? false), WasmGemm.create());
+  return new FastCpuBackend(
+    new CpuMemory("f32", options.poison ?? false),
+    WasmGemm.create({ threads: options.matmulThreads }),
+    WasmExp.create(),
+  );
 }
 
 class FastCpuBackend extends CpuBackend {
   override readonly description: string;
 
-  constructor(mem: CpuMemory, private readonly gemm: WasmGemm) {
+  constructor(
+    mem: CpuMemory,
+    private readonly gemm: WasmGemm,
+    private readonly exp: WasmExp,
+  ) {
     super(mem);
     const simd = gemm.fma ? "WebAssembly SIMD with relaxed FMA" : "WebAssembly SIMD";
-    this.description = `cpu (${simd}, float32)`;
+    // "up to": the worker starts on the first large product and may fail to start (a warning).
+    const threads = gemm.threads === 2 ? ", matmul on up to 2 threads" : "";
+    this.description = `cpu (${simd}, float32${threads})`;
+  }
+
+  override async dispose(): Promise<void> {
+    this.gemm.dispose();
+    await super.dispose();
   }
 
   override matmul(a: Storage, b: Storage, spec: MatmulSpec): Storage {
@@ -52,22 +74,119 @@ class FastCpuBackend extends CpuBackend {
   }
 
   override unary(op: UnaryOp, x: Storage, param?: number): Storage {
-    if (op !== "gelu" && !(op === "scale" && typeof param === "number")) {
+    if (op !== "gelu" && !(op === "scale" && Number.isFinite(param))) {
       return super.unary(op, x, param);
     }
-    const xd = this.mem.floats("unary", "x", x, x.size) as Float32Array;
+    const xd = this.mem.floats(`unary ${op}`, "x", x, x.size) as Float32Array;
     const out = this.mem.allocFloat(xd.length);
-    if (op === "gelu") gelu(xd, out.data as Float32Array);
+    if (op === "gelu") this.exp.gelu(xd, out.data as Float32Array);
     else scale(xd, param as number, out.data as Float32Array);
     return out;
   }
 
   override unaryBackward(op: UnaryOp, x: Storage, dy: Storage, param?: number): Storage {
-    if (op !== "gelu") return super.unaryBackward(op, x, dy, param);
-    const xd = this.mem.floats("unaryBackward", "x", x, x.size) as Float32Array;
-    const dyd = this.mem.floats("unaryBackward", "dy", dy, xd.length) as Float32Array;
+    if (op !== "gelu" && !(op === "scale" && Number.isFinite(param))) {
+      return super.unaryBackward(op, x, dy, param);
+    }
+    const name = `unaryBackward ${op}`;
+    const xd = this.mem.floats(name, "x", x, x.size) as Float32Array;
+    const dyd = this.mem.floats(name, "dy", dy, xd.length) as Float32Array;
     const out = this.mem.allocFloat(xd.length);
-    geluBackward(xd, dyd, out.data as Float32Array);
+    // d(param·x)/dx is param, so the backward of scale is scale of dy.
+    if (op === "gelu") this.exp.geluBackward(xd, dyd, out.data as Float32Array);
+    else scale(dyd, param as number, out.data as Float32Array);
+    return out;
+  }
+
+  override softmax(x: Storage, rows: number, cols: number, causalQueries: number): Storage {
+    const counts = [rows, cols, causalQueries];
+    const valid = counts.every((count) => Number.isInteger(count) && count >= 0) &&
+      (causalQueries === 0 || rows % causalQueries === 0);
+    if (!valid) return super.softmax(x, rows, cols, causalQueries);
+
+    const xd = this.mem.floats("softmax", "x", x, rows * cols) as Float32Array;
+    const out = this.mem.allocFloat(rows * cols);
+    this.exp.softmax(xd, out.data as Float32Array, rows, cols, causalQueries);
+    return out;
+  }
+
+  override softmaxBackward(y: Storage, dy: Storage, rows: number, cols: number): Storage {
+    if (!isCount(rows) || !isCount(cols)) return super.softmaxBackward(y, dy, rows, cols);
+    const op = "softmaxBackward";
+    const yd = this.mem.floats(op, "y", y, rows * cols) as Float32Array;
+    const dyd = this.mem.floats(op, "dy", dy, rows * cols) as Float32Array;
+    const out = this.mem.allocFloat(rows * cols);
+    softmaxBackward(yd, dyd, out.data as Float32Array, rows, cols);
+    return out;
+  }
+
+  override crossEntropy(
+    logits: Storage,
+    targets: Storage,
+    rows: number,
+    cols: number,
+    ignoreIndex: number,
+  ): { loss: Storage; lse: Storage; count: Storage } {
+    // Invalid sizes or targets take the reference path, which raises the same errors.
+    const op = "crossEntropy";
+    if (!isCount(rows) || !isCount(cols)) {
+      return super.crossEntropy(logits, targets, rows, cols, ignoreIndex);
+    }
+    const xd = this.mem.floats(op, "logits", logits, rows * cols) as Float32Array;
+    const td = this.mem.ints(op, "targets", targets, rows);
+    if (!targetsValid(td, cols, ignoreIndex)) {
+      return super.crossEntropy(logits, targets, rows, cols, ignoreIndex);
+    }
+
+    const lse = this.mem.allocFloat(rows);
+    const { lossSum, counted } = this.exp.crossEntropy(
+      xd,
+      td,
+      lse.data as Float32Array,
+      rows,
+      cols,
+      ignoreIndex,
+    );
+    const loss = this.mem.allocFloat(1);
+    loss.data[0] = counted > 0 ? lossSum / counted : 0;
+    const count = this.mem.allocFloat(1);
+    count.data[0] = counted;
+    return { loss, lse, count };
+  }
+
+  override crossEntropyBackward(
+    logits: Storage,
+    targets: Storage,
+    lse: Storage,
+    count: Storage,
+    dy: Storage,
+    rows: number,
+    cols: number,
+    ignoreIndex: number,
+  ): Storage {
+    const op = "crossEntropyBackward";
+    const reference = () =>
+      super.crossEntropyBackward(logits, targets, lse, count, dy, rows, cols, ignoreIndex);
+    if (!isCount(rows) || !isCount(cols)) return reference();
+    const xd = this.mem.floats(op, "logits", logits, rows * cols) as Float32Array;
+    const td = this.mem.ints(op, "targets", targets, rows);
+    const lsed = this.mem.floats(op, "lse", lse, rows) as Float32Array;
+    const countd = this.mem.floats(op, "count", count, 1);
+    const dyd = this.mem.floats(op, "dy", dy, 1);
+    if (!targetsValid(td, cols, ignoreIndex)) return reference();
+
+    const out = this.mem.allocFloat(rows * cols);
+    const scaleFactor = dyd[0] / Math.max(countd[0], 1);
+    this.exp.crossEntropyBackward(
+      xd,
+      td,
+      lsed,
+      scaleFactor,
+      out.data as Float32Array,
+      rows,
+      cols,
+      ignoreIndex,
+    );
     return out;
   }
 
@@ -107,6 +226,18 @@ class FastCpuBackend extends CpuBackend {
     else swapAxes(xd, out.data, shape, axis1, axis2);
     return out;
   }
+}
+
+function isCount(value: number): boolean {
+  return Number.isInteger(value) && value >= 0;
+}
+
+/** True when every target is ignoreIndex or a class in [0, cols). */
+function targetsValid(targets: Int32Array, cols: number, ignoreIndex: number): boolean {
+  for (const target of targets) {
+    if (target !== ignoreIndex && (target < 0 || target >= cols)) return false;
+  }
+  return true;
 }
 
 function sameShape(a: readonly number[], b: readonly number[]): boolean {

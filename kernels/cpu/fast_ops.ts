@@ -1,43 +1,14 @@
 /**
- * Float32 loops for the fast CPU backend's elementwise and layout ops. Each is a monomorphic loop
- * over typed arrays with no per-element closure or multi-axis index arithmetic. The reference
- * versions are general over ops and ranks, and once matmul ran in WebAssembly their GELU,
- * transposes and broadcast adds took about a third of the tiny-GPT training step (a per-op timing
- * of the step on a 2-core AMD EPYC VM). Inputs are validated by the caller.
+ * Float32 loops for the fast CPU backend's scale, broadcast binary ops, transpose and softmax
+ * backward. Each is a monomorphic loop over typed arrays with no per-element closure or multi-axis
+ * index arithmetic, where the reference versions are general over ops, ranks and precisions. Once
+ * matmul ran in WebAssembly, the reference transposes and broadcast adds took about a third of the
+ * tiny-GPT training step together with GELU (a per-op timing on a 2-core AMD EPYC VM). Inputs are
+ * validated by the caller.
  */
 
 import type { BinaryOp } from "../backend.ts";
 import type { CpuArray } from "./storage.ts";
-
-/** sqrt(2/π) and the cubic coefficient of the tanh approximation of GELU used by GPT-2. */
-const GELU_C = Math.sqrt(2 / Math.PI);
-const GELU_CUBIC = 0.044715;
-
-/**
- * GELU, tanh approximation. It uses 0.5·(1 + tanh(u)) = 1 / (1 + exp(−2u)), which costs one
- * `Math.exp` instead of `Math.tanh` and does not cancel for large negative x.
- */
-export function gelu(x: Float32Array, y: Float32Array): void {
-  for (let i = 0; i < x.length; i++) {
-    const v = x[i];
-    const u = GELU_C * (v + GELU_CUBIC * v * v * v);
-    y[i] = v / (1 + Math.exp(-2 * u));
-  }
-}
-
-/**
- * dx = dy · d gelu(x) / dx. With s = 1 / (1 + exp(−2u)), gelu = x·s and
- * d gelu / dx = s + x · 2s(1 − s) · du/dx, where du/dx = C·(1 + 3·0.044715·x²).
- */
-export function geluBackward(x: Float32Array, dy: Float32Array, dx: Float32Array): void {
-  for (let i = 0; i < x.length; i++) {
-    const v = x[i];
-    const u = GELU_C * (v + GELU_CUBIC * v * v * v);
-    const s = 1 / (1 + Math.exp(-2 * u));
-    const du = GELU_C * (1 + 3 * GELU_CUBIC * v * v);
-    dx[i] = dy[i] * (s + v * 2 * s * (1 - s) * du);
-  }
-}
 
 export function scale(x: Float32Array, factor: number, y: Float32Array): void {
   for (let i = 0; i < x.length; i++) y[i] = x[i] * factor;
@@ -110,5 +81,26 @@ export function swapAxes(
         }
       }
     }
+  }
+}
+
+/**
+ * dx = y ⊙ (dy − Σ dy ⊙ y) per row of `cols`, the dot product summed in float64 as the reference
+ * does. The same loop as the reference's, but over Float32Array only, which V8 compiles to
+ * tighter code than the reference's loop over float32 or float64 storage.
+ */
+export function softmaxBackward(
+  y: Float32Array,
+  dy: Float32Array,
+  dx: Float32Array,
+  rows: number,
+  cols: number,
+): void {
+  for (let r = 0; r < rows; r++) {
+    const start = r * cols;
+    const end = start + cols;
+    let dot = 0;
+    for (let i = start; i < end; i++) dot += dy[i] * y[i];
+    for (let i = start; i < end; i++) dx[i] = y[i] * (dy[i] - dot);
   }
 }

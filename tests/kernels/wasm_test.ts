@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import type { Backend, MatmulSpec, Storage } from "../../kernels/backend.ts";
 import { createCpuBackend } from "../../kernels/cpu/backend.ts";
 import { createFastCpuBackend } from "../../kernels/cpu/fast_backend.ts";
+import { WasmGemm } from "../../kernels/cpu/wasm/gemm.ts";
 import { supportsRelaxedSimd } from "../../kernels/cpu/wasm/gemm_kernel.ts";
 
 /** Relative tolerances from the kernel rules: elementwise ops 1e-5, reductions and matmuls 1e-4. */
@@ -284,4 +285,214 @@ Deno.test("transpose int32", async () => {
   assert.equal(y.dtype, "i32");
   assert.deepEqual(Array.from(await fast.read(y)), [0, 3, 1, 4, 2, 5]);
   await fast.dispose();
+});
+
+Deno.test("gelu forward and backward tails", async () => {
+  // Past x ≈ −9.5 exp(−2u) overflows float32; the kernel must give 0, not NaN, like the reference.
+  const x = Float64Array.from([
+    -1e4,
+    -100,
+    -20,
+    -10,
+    -9.6,
+    -9.4,
+    -5,
+    -1e-3,
+    0,
+    1e-3,
+    5,
+    10,
+    20,
+    100,
+  ]);
+  const dy = Float64Array.from(x, (_, i) => 1 - 0.1 * i);
+  await checkOp("gelu tails", [x], (b, [xs]) => b.unary("gelu", xs), TOL_ELEMENTWISE);
+  await checkOp(
+    "gelu backward tails",
+    [x, dy],
+    (b, [xs, dys]) => b.unaryBackward("gelu", xs, dys),
+    TOL_ELEMENTWISE,
+  );
+});
+
+Deno.test("scale backward odd sizes", async () => {
+  for (const size of [1, 13, 67]) {
+    const x = randomArray(size, size);
+    const dy = randomArray(size, size + 1);
+    await checkOp(
+      `scale backward ${size}`,
+      [x, dy],
+      (b, [xs, dys]) => b.unaryBackward("scale", xs, dys, -0.37),
+      TOL_ELEMENTWISE,
+    );
+  }
+});
+
+Deno.test("softmax odd shapes causal and not", async () => {
+  // [rows, cols, causalQueries]; cols < T leaves the first rows of each block fully masked.
+  const cases: [number, number, number][] = [
+    [1, 1, 0],
+    [7, 13, 0],
+    [13, 67, 0],
+    [67, 7, 0],
+    [14, 7, 7],
+    [26, 13, 13],
+    [13, 67, 13],
+    [14, 3, 7],
+    [67, 67, 67],
+  ];
+  let seed = 4000;
+  for (const [rows, cols, causalQueries] of cases) {
+    // Scale 30 spreads logits over many units, so exp covers a wide range.
+    const x = randomArray(rows * cols, seed++, 30);
+    await checkOp(
+      `softmax ${rows}×${cols} causal ${causalQueries}`,
+      [x],
+      (b, [xs]) => b.softmax(xs, rows, cols, causalQueries),
+      TOL_ELEMENTWISE,
+    );
+  }
+});
+
+Deno.test("softmax rejects rows not a multiple of causalQueries", () => {
+  const fast = createFastCpuBackend();
+  const x = fast.upload(new Float32Array(10), "f32");
+  assert.throws(() => fast.softmax(x, 5, 2, 3), /rows is 5, not a multiple of causalQueries 3/);
+});
+
+/** Runs crossEntropy and its backward on both backends and compares loss, lse, count and grads. */
+async function checkCrossEntropy(
+  rows: number,
+  cols: number,
+  targets: Int32Array,
+  ignoreIndex: number,
+  seed: number,
+): Promise<void> {
+  const logits = asF32(randomArray(rows * cols, seed, 20));
+  const label = `crossEntropy ${rows}×${cols}`;
+  const run = async (backend: Backend) => {
+    const x = backend.upload(logits, "f32");
+    const t = backend.upload(targets, "i32");
+    const { loss, lse, count } = backend.crossEntropy(x, t, rows, cols, ignoreIndex);
+    const dy = backend.upload(Float32Array.of(0.75), "f32");
+    const dx = backend.crossEntropyBackward(x, t, lse, count, dy, rows, cols, ignoreIndex);
+    return {
+      loss: await read(backend, loss),
+      lse: await read(backend, lse),
+      count: await read(backend, count),
+      dx: await read(backend, dx),
+    };
+  };
+  const fast = createFastCpuBackend({ poison: true });
+  const reference = createCpuBackend({ precision: "f64" });
+  const actual = await run(fast);
+  const expected = await run(reference);
+  assertClose(actual.loss, expected.loss, TOL_REDUCTION, `${label} loss`);
+  assertClose(actual.lse, expected.lse, TOL_REDUCTION, `${label} lse`);
+  assert.deepEqual(Array.from(actual.count), Array.from(expected.count), `${label} count`);
+  assertClose(actual.dx, expected.dx, TOL_ELEMENTWISE, `${label} dlogits`);
+  await fast.dispose();
+  await reference.dispose();
+}
+
+Deno.test("crossEntropy odd shapes with ignored rows", async () => {
+  let seed = 5000;
+  for (const rows of [1, 7, 13, 67]) {
+    for (const cols of [1, 7, 67]) {
+      // Every third row is ignored; the others cycle through the classes.
+      const targets = Int32Array.from({ length: rows }, (_, r) => r % 3 === 2 ? -100 : r % cols);
+      await checkCrossEntropy(rows, cols, targets, -100, seed++);
+    }
+  }
+});
+
+Deno.test("crossEntropy all rows ignored", async () => {
+  await checkCrossEntropy(7, 13, new Int32Array(7).fill(-1), -1, 5100);
+});
+
+Deno.test("crossEntropy rejects out of range target", () => {
+  const fast = createFastCpuBackend();
+  const x = fast.upload(new Float32Array(6), "f32");
+  const t = fast.upload(Int32Array.of(0, 3), "i32");
+  assert.throws(
+    () => fast.crossEntropy(x, t, 2, 3, -100),
+    /target 3 of row 1 is out of range for 3 classes/,
+  );
+});
+
+Deno.test("matmul on two threads matches one", async () => {
+  // Both threads run the same kernel in the same summation order, so results are bitwise equal.
+  const oneThread = WasmGemm.create({ threads: 1 });
+  const twoThreads = WasmGemm.create({ threads: 2 });
+  assert.equal(await twoThreads.waitForWorker(), true, "worker started");
+  const specs: MatmulSpec[] = [
+    {
+      batch: 1,
+      m: 131,
+      n: 137,
+      k: 523,
+      transA: false,
+      transB: true,
+      aBatched: true,
+      bBatched: true,
+    },
+    {
+      batch: 3,
+      m: 67,
+      n: 67,
+      k: 130,
+      transA: true,
+      transB: false,
+      aBatched: true,
+      bBatched: false,
+    },
+    {
+      batch: 7,
+      m: 13,
+      n: 67,
+      k: 256,
+      transA: false,
+      transB: false,
+      aBatched: false,
+      bBatched: true,
+    },
+  ];
+  let seed = 6000;
+  for (const spec of specs) {
+    const a = asF32(randomArray((spec.aBatched ? spec.batch : 1) * spec.m * spec.k, seed++));
+    const b = asF32(randomArray((spec.bBatched ? spec.batch : 1) * spec.k * spec.n, seed++));
+    const expected = new Float32Array(spec.batch * spec.m * spec.n);
+    const actual = new Float32Array(spec.batch * spec.m * spec.n);
+    oneThread.matmul(a, b, expected, spec);
+    twoThreads.matmul(a, b, actual, spec);
+    assert.deepEqual(actual, expected, `two threads ${JSON.stringify(spec)}`);
+  }
+  oneThread.dispose();
+  twoThreads.dispose();
+});
+
+Deno.test("softmax with -Infinity and far logits", async () => {
+  // −Infinity must give exactly 0, and logits 100 apart must not underflow the row's sum.
+  const x = Float64Array.from([0, -Infinity, 3, -Infinity, -100, 50, -50, 0, -1e30, 7, 1e-3, -200]);
+  await checkOp("softmax infinities", [x], (b, [xs]) => b.softmax(xs, 3, 4, 0), TOL_ELEMENTWISE);
+  await checkOp(
+    "softmax infinities causal",
+    [x],
+    (b, [xs]) => b.softmax(xs, 3, 4, 3),
+    TOL_ELEMENTWISE,
+  );
+});
+
+Deno.test("softmax backward odd shapes", async () => {
+  let seed = 7000;
+  for (const [rows, cols] of [[1, 1], [7, 13], [13, 67], [67, 7]]) {
+    const y = randomArray(rows * cols, seed++).map(Math.abs);
+    const dy = randomArray(rows * cols, seed++);
+    await checkOp(
+      `softmax backward ${rows}×${cols}`,
+      [y, dy],
+      (b, [ys, dys]) => b.softmaxBackward(ys, dys, rows, cols),
+      TOL_ELEMENTWISE,
+    );
+  }
 });

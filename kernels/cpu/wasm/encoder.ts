@@ -113,6 +113,23 @@ export class FunctionBuilder {
     return this.bytes(0x6c);
   }
 
+  // --- scalar floats ---------------------------------------------------------------------------
+
+  f32Const(value: number): this {
+    this.code.push(0x43, ...new Uint8Array(new Float32Array([value]).buffer));
+    return this;
+  }
+  f32Add(): this {
+    return this.bytes(0x92);
+  }
+  f32Div(): this {
+    return this.bytes(0x95);
+  }
+  /** The larger of two f32; NaN in either gives NaN. */
+  f32Max(): this {
+    return this.bytes(0x97);
+  }
+
   // --- memory ----------------------------------------------------------------------------------
 
   /** `f32.load` at the address on the stack plus a constant byte `offset`. */
@@ -157,8 +174,52 @@ export class FunctionBuilder {
   f32x4Mul(): this {
     return this.simd(230);
   }
+  f32x4Div(): this {
+    return this.simd(231);
+  }
+  /** Lane-wise minimum; NaN in either lane gives NaN. */
+  f32x4Min(): this {
+    return this.simd(232);
+  }
+  /** Lane-wise maximum; NaN in either lane gives NaN. */
   f32x4Max(): this {
+    return this.simd(233);
+  }
+  /** Lane-wise b < a ? b : a, which keeps a when either is NaN (pseudo-minimum). */
+  f32x4Pmin(): this {
+    return this.simd(234);
+  }
+  /** Lane-wise a < b ? b : a, which keeps a when either is NaN (pseudo-maximum). */
+  f32x4Pmax(): this {
     return this.simd(235);
+  }
+  /** Rounds each lane to the nearest integer, ties to even. */
+  f32x4Nearest(): this {
+    return this.simd(106);
+  }
+  /** All ones in each lane where a < b, else zeros (false for NaN). */
+  f32x4Lt(): this {
+    return this.simd(67);
+  }
+  /** All ones in each lane where a > b, else zeros (false for NaN). */
+  f32x4Gt(): this {
+    return this.simd(68);
+  }
+  /** Converts f32 lanes to i32, saturating at the int32 range and giving 0 for NaN. */
+  i32x4TruncSatF32x4S(): this {
+    return this.simd(248);
+  }
+  /** Shifts each i32 lane left by the i32 count on top of the stack. */
+  i32x4Shl(): this {
+    return this.simd(171);
+  }
+  /** a & ~b. */
+  v128AndNot(): this {
+    return this.simd(79);
+  }
+  /** (a & mask) | (b & ~mask), with the mask on top of the stack. */
+  v128Bitselect(): this {
+    return this.simd(82);
   }
   /** a·b + c in each lane, fused or not at the engine's choice (relaxed SIMD). */
   f32x4RelaxedMadd(): this {
