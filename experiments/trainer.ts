@@ -150,7 +150,7 @@ export async function train(config: ExperimentConfig, options: TrainOptions): Pr
     const { state, warning } = await restoreLatest(
       dir,
       hash,
-      parameters,
+      new Map([...parameters, ...model.buffers()]),
       optimizer,
       options.resume.force ?? false,
     );
@@ -195,7 +195,8 @@ export async function train(config: ExperimentConfig, options: TrainOptions): Pr
   };
   const checkpoint = async (step: number) => {
     await saveCheckpoint(dir, step, {
-      weights: parameters,
+      // Buffers (an aux-free router's bias) are read now: they are replaced every step.
+      weights: new Map([...parameters, ...model.buffers()]),
       optimizer: optimizer.stateTensors(),
       state: { configHash: hash, dataRng: dataRng.state() },
     }, config.train.keepCheckpoints);

@@ -43,6 +43,24 @@ export abstract class Module {
     return out;
   }
 
+  /**
+   * Non-trainable state of this module itself that checkpoints must keep (a router's selection
+   * bias), by local name. Read at each call, since such a tensor may be replaced every step.
+   */
+  protected ownBuffers(): Map<string, Tensor> {
+    return new Map();
+  }
+
+  /** Every buffer of this module and its descendants, by dotted name. */
+  buffers(prefix = ""): Map<string, Tensor> {
+    const out = new Map<string, Tensor>();
+    for (const [name, buffer] of this.ownBuffers()) out.set(prefix + name, buffer);
+    for (const [name, child] of this.#children) {
+      for (const [n, b] of child.buffers(`${prefix}${name}.`)) out.set(n, b);
+    }
+    return out;
+  }
+
   /** Total number of trainable elements. */
   parameterCount(): number {
     let n = 0;

@@ -109,6 +109,10 @@ export class ClassifyModel extends Module implements TaskModel<ClassifyBatch> {
     return this.vit.parameters(prefix);
   }
 
+  override buffers(prefix = ""): Map<string, Tensor> {
+    return this.vit.buffers(prefix);
+  }
+
   /**
    * Cross-entropy, plus the weighted auxiliary losses of the MoE layers and of the attention
    * layers (MoH's head load balance) when the model has any.

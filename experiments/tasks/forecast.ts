@@ -242,6 +242,10 @@ export class ForecastModel extends Module implements TaskModel<ForecastBatch> {
     return this.forecaster.parameters(prefix);
   }
 
+  override buffers(prefix = ""): Map<string, Tensor> {
+    return this.forecaster.buffers(prefix);
+  }
+
   /**
    * MSE, plus the weighted auxiliary losses of the MoE layers and of the attention layers (MoH's
    * head load balance) when the model has any.

@@ -63,6 +63,10 @@ export class LmModel extends Module implements TaskModel<TokenBatch> {
     return this.decoder.parameters(prefix);
   }
 
+  override buffers(prefix = ""): Map<string, Tensor> {
+    return this.decoder.buffers(prefix);
+  }
+
   /** Logits [batch, seqLen, vocab]. */
   logits(inputs: Tensor): Tensor {
     return this.decoder.forward(inputs);

@@ -13,13 +13,13 @@ const cli = fileURLToPath(new URL("../../experiments/cli.ts", import.meta.url));
 // Columns that depend only on the computation; throughput and wall time differ between runs.
 const EXACT_COLUMNS = ["step", "train_loss", "val_loss", "lr", "grad_norm"];
 
-function configText(outputDir: string, optimizer: string): string {
+function configText(outputDir: string, optimizer: string, moe = ""): string {
   return `
 experiment: resume
 seed: 4
 backend: cpu
 task: { seqLen: 8 }
-model: { dModel: 16, numLayers: 1, numHeads: 2, dFF: 32 }
+model: { dModel: 16, numLayers: 1, numHeads: 2, dFF: 32${moe} }
 optimizer: { name: ${optimizer}, lr: 0.01 }
 schedule: { warmupSteps: 20 }
 train: { steps: 300, batchSize: 2, logEvery: 10, evalEvery: 50, evalBatches: 1, checkpointEvery: 20 }
@@ -46,14 +46,14 @@ function exactRows(rows: Record<string, number | string>[]): string[] {
   return rows.map((row) => EXACT_COLUMNS.map((c) => String(row[c])).join(","));
 }
 
-async function killAndResume(optimizer: string): Promise<void> {
+async function killAndResume(optimizer: string, moe = ""): Promise<void> {
   const root = await Deno.makeTempDir();
   const whole = join(root, "whole");
   const killed = join(root, "killed");
   const wholeConfig = join(root, "whole.yaml");
   const killedConfig = join(root, "killed.yaml");
-  await Deno.writeTextFile(wholeConfig, configText(whole, optimizer));
-  await Deno.writeTextFile(killedConfig, configText(killed, optimizer));
+  await Deno.writeTextFile(wholeConfig, configText(whole, optimizer, moe));
+  await Deno.writeTextFile(killedConfig, configText(killed, optimizer, moe));
 
   const reference = await command(["run", wholeConfig]).output();
   assert.equal(reference.code, 0, new TextDecoder().decode(reference.stderr));
@@ -91,6 +91,14 @@ Deno.test("resume after SIGKILL adamw", async () => {
 
 Deno.test("resume after SIGKILL muon", async () => {
   await killAndResume("muon");
+});
+
+Deno.test("resume after SIGKILL aux-free moe", async () => {
+  // The aux-free router's selection bias is a buffer, not a parameter; it must be checkpointed.
+  await killAndResume(
+    "adamw",
+    ", moe: { router: { name: aux-free, biasUpdateRate: 0.01 }, numExperts: 4, topK: 2, dFF: 16 }",
+  );
 });
 
 Deno.test("resume rejects another config", async () => {

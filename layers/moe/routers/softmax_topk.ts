@@ -67,6 +67,10 @@ export class TokenChoiceRouter extends Router {
   readonly topK: number;
   /** Per-expert selection bias [numExperts] (aux-free only): not a parameter, not trained. */
   bias: Tensor | null = null;
+
+  protected override ownBuffers(): Map<string, Tensor> {
+    return this.bias === null ? new Map() : new Map([["bias", this.bias]]);
+  }
   #lastCounts: Tensor | null = null;
 
   constructor(readonly context: RouterContext, readonly settings: TokenChoiceSettings) {
