@@ -36,7 +36,7 @@ function command(args: string[]): Deno.Command {
   });
 }
 
-async function onlyRunDir(parent: string): Promise<string> {
+function onlyRunDir(parent: string): string {
   const entries = [...Deno.readDirSync(parent)].filter((e) => e.isDirectory);
   assert.equal(entries.length, 1, `expected one run in ${parent}`);
   return join(parent, entries[0].name);

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { createCpuBackend } from "../../kernels/cpu/backend.ts";
 import { DecoderLM } from "../../layers/models/decoder_lm.ts";
 import { createOptimizer } from "../../optim/create.ts";
-import { Rng, Tensor } from "../../tensor/mod.ts";
+import { Rng } from "../../tensor/mod.ts";
 import { parseConfig } from "../../experiments/config.ts";
 import { readCsv } from "../../experiments/csv.ts";
 import { train, trainStep } from "../../experiments/trainer.ts";

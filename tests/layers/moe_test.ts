@@ -298,7 +298,7 @@ Deno.test("aux-free bias moves toward balance", async () => {
 // --- capacity and degenerate dispatch --------------------------------------------------------------
 
 /** Builds a top-1 layer over 4 experts whose router sends all 5 tokens to expert 0. */
-async function overflowLayer(policy: "position" | "probability") {
+function overflowLayer(policy: "position" | "probability") {
   const layer = new MoeLayer(
     cpu,
     new Rng(15),
