@@ -199,7 +199,7 @@ let cachedSchema: { key: string; schema: z.ZodType } | undefined;
  * registration, so a name registered before validation is accepted.
  */
 export function configSchema(): z.ZodType {
-  const key = [...Object.values(REGISTERED_SECTIONS), routers, attention]
+  const key = [...Object.values(REGISTERED_SECTIONS), ...Object.values(NESTED_REGISTERED_SECTIONS)]
     .map((registry) => (registry as Registry<unknown>).version).join(",");
   if (cachedSchema?.key !== key) cachedSchema = { key, schema: buildSchema() };
   return cachedSchema.schema;

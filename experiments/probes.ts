@@ -77,8 +77,7 @@ export class Probes {
     append: boolean,
   ): Probes {
     if (!(model instanceof LmModel)) return new Probes(dir, null, null, append);
-    const batches = (task as { valBatches?: (b: number, n: number) => TokenBatch[] })
-      .valBatches?.(batchSize, GLOBAL_BATCHES);
+    const batches = validationBatches(task, batchSize, GLOBAL_BATCHES);
     if (batches === undefined || batches.length === 0) return new Probes(dir, null, null, append);
     for (const batch of batches) {
       for (const tensor of batch.tensors()) tensor.persistent = true;
@@ -190,8 +189,7 @@ export class Probes {
   ): Promise<Record<string, number> | null> {
     const decoder = this.#decoder;
     if (decoder === null || decoder.moeLayers().length === 0) return null;
-    const valBatches = (task as { valBatches?: (b: number, n: number) => TokenBatch[] })
-      .valBatches?.(batchSize, batches) ?? [];
+    const valBatches = validationBatches(task, batchSize, batches) ?? [];
     const pairs = valBatches.map((b) => ({ ids: b.inputs, targets: b.targets }));
     try {
       const table = await profileSuperExperts(decoder, pairs);
@@ -266,4 +264,14 @@ async function addLoads(loads: Map<number, Float64Array>, decoder: DecoderLM): P
     for (let e = 0; e < load.length; e++) total[e] += load[e];
     loads.set(layer, total);
   }
+}
+
+/** Returns `count` fixed validation batches of a token task, or undefined for other tasks. */
+function validationBatches(
+  task: Task,
+  batchSize: number,
+  count: number,
+): TokenBatch[] | undefined {
+  return (task as { valBatches?: (b: number, n: number) => TokenBatch[] })
+    .valBatches?.(batchSize, count);
 }

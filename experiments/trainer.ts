@@ -318,7 +318,7 @@ export async function train(config: ExperimentConfig, options: TrainOptions): Pr
     summary.status = "completed";
     summary.finalMetrics = { trainLoss: lastTrainLoss };
     for (const name of metricNames) {
-      summary.finalMetrics[`val${name[0].toUpperCase()}${name.slice(1)}`] = lastValidation[name];
+      summary.finalMetrics[summaryKey(name)] = lastValidation[name];
     }
   } catch (error) {
     progress.clear();
@@ -339,8 +339,13 @@ export async function train(config: ExperimentConfig, options: TrainOptions): Pr
   return { dir, runId, summary };
 }
 
+/** `bitsPerByte` → `valBitsPerByte`, the key of a validation metric in summary.json. */
+function summaryKey(metric: string): string {
+  return `val${metric[0].toUpperCase()}${metric.slice(1)}`;
+}
+
 function lastValidationOf(summary: RunSummary, name: string): number {
-  return summary.finalMetrics[`val${name[0].toUpperCase()}${name.slice(1)}`] ?? NaN;
+  return summary.finalMetrics[summaryKey(name)] ?? NaN;
 }
 
 async function writeLossPlot(

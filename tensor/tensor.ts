@@ -1,7 +1,7 @@
 /**
  * `Tensor`: a shaped view of backend storage that remembers how it was computed.
  *
- * Tensors are immutable values. An op returns a new tensor whose `node` holds the op's inputs and
+ * Tensors are immutable values. An op returns a new tensor whose `node` contains the op's inputs and
  * the closure that maps the output gradient to input gradients, written beside the forward math
  * in the op's module. Storage is reference-counted so that `reshape` is free: views share one
  * storage, and the storage returns to the backend's pool when the last view is disposed.
@@ -11,7 +11,7 @@ import type { Backend, DType, HostArray, Storage } from "../kernels/backend.ts";
 import { currentScope } from "./scope.ts";
 import { formatShape, sizeOf } from "./shape.ts";
 
-/** How a tensor was computed: its inputs and the gradient rule of the op. */
+/** The op that computed a tensor: its inputs and its gradient rule. */
 export interface GradNode {
   op: string;
   inputs: Tensor[];
@@ -86,7 +86,7 @@ export class Tensor {
     return new Tensor(backend, new SharedStorage(storage), shape, dtype, false);
   }
 
-  /** Uploads host data; float arrays become f32 tensors unless `dtype` says otherwise. */
+  /** Uploads host data. Float arrays become f32 tensors unless `dtype` names another type. */
   static fromArray(
     backend: Backend,
     data: HostArray | number[],

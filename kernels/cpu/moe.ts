@@ -295,7 +295,6 @@ export function groupedMatmul(
   for (let e = 0; e < numExperts; e++) {
     const wBase = e * dOut * dIn;
     for (let r = od[e]; r < od[e + 1]; r++) {
-      acc.fill(0);
       for (let o = 0; o < dOut; o++) {
         let sum = 0;
         for (let i = 0; i < dIn; i++) sum += xd[r * dIn + i] * wd[wBase + o * dIn + i];
