@@ -18,6 +18,7 @@ import { binaryRepeating, scale, softmaxBackward, swapAxes } from "./fast_ops.ts
 import { checkCount, CpuMemory, product } from "./storage.ts";
 import { WasmExp } from "./wasm/exp.ts";
 import { WasmGemm } from "./wasm/gemm.ts";
+import { WasmHeap } from "./wasm/heap.ts";
 
 export interface FastCpuBackendOptions {
   /** Fill new storages with NaN (ints with −2³¹), so an op that skips an element is caught. */
@@ -27,14 +28,21 @@ export interface FastCpuBackendOptions {
    * thread. Default: 2 when the machine reports at least 2 logical processors.
    */
   matmulThreads?: 1 | 2;
+  /**
+   * Maximum 64 KiB pages of the WebAssembly memory for storages and kernel scratch, default 65536
+   * (4 GiB). Storages take up to three quarters of it. Past that they are ordinary arrays, which
+   * the kernels copy in and out.
+   */
+  heapPages?: number;
 }
 
 /** Creates the fast float32 CPU backend; compiling its kernels takes a few milliseconds. */
 export function createFastCpuBackend(options: FastCpuBackendOptions = {}): Backend {
+  const heap = WasmHeap.create({ maximumPages: options.heapPages });
   return new FastCpuBackend(
-    new CpuMemory("f32", options.poison ?? false),
-    WasmGemm.create({ threads: options.matmulThreads }),
-    WasmExp.create(),
+    new CpuMemory("f32", options.poison ?? false, heap.storageBlocks()),
+    WasmGemm.create(heap, { threads: options.matmulThreads }),
+    WasmExp.create(heap),
   );
 }
 
@@ -68,7 +76,7 @@ class FastCpuBackend extends CpuBackend {
     const ad = this.mem.floats(op, "a", a, (aBatched ? batch : 1) * m * k) as Float32Array;
     const bd = this.mem.floats(op, "b", b, (bBatched ? batch : 1) * k * n) as Float32Array;
 
-    const out = this.mem.allocFloat(batch * m * n);
+    const out = this.mem.allocFloatForWrite(batch * m * n);
     this.gemm.matmul(ad, bd, out.data as Float32Array, spec);
     return out;
   }
@@ -78,7 +86,7 @@ class FastCpuBackend extends CpuBackend {
       return super.unary(op, x, param);
     }
     const xd = this.mem.floats(`unary ${op}`, "x", x, x.size) as Float32Array;
-    const out = this.mem.allocFloat(xd.length);
+    const out = this.mem.allocFloatForWrite(xd.length);
     if (op === "gelu") this.exp.gelu(xd, out.data as Float32Array);
     else scale(xd, param as number, out.data as Float32Array);
     return out;
@@ -91,7 +99,7 @@ class FastCpuBackend extends CpuBackend {
     const name = `unaryBackward ${op}`;
     const xd = this.mem.floats(name, "x", x, x.size) as Float32Array;
     const dyd = this.mem.floats(name, "dy", dy, xd.length) as Float32Array;
-    const out = this.mem.allocFloat(xd.length);
+    const out = this.mem.allocFloatForWrite(xd.length);
     // d(param·x)/dx is param, so the backward of scale is scale of dy.
     if (op === "gelu") this.exp.geluBackward(xd, dyd, out.data as Float32Array);
     else scale(dyd, param as number, out.data as Float32Array);
@@ -105,7 +113,7 @@ class FastCpuBackend extends CpuBackend {
     if (!valid) return super.softmax(x, rows, cols, causalQueries);
 
     const xd = this.mem.floats("softmax", "x", x, rows * cols) as Float32Array;
-    const out = this.mem.allocFloat(rows * cols);
+    const out = this.mem.allocFloatForWrite(rows * cols);
     this.exp.softmax(xd, out.data as Float32Array, rows, cols, causalQueries);
     return out;
   }
@@ -115,7 +123,7 @@ class FastCpuBackend extends CpuBackend {
     const op = "softmaxBackward";
     const yd = this.mem.floats(op, "y", y, rows * cols) as Float32Array;
     const dyd = this.mem.floats(op, "dy", dy, rows * cols) as Float32Array;
-    const out = this.mem.allocFloat(rows * cols);
+    const out = this.mem.allocFloatForWrite(rows * cols);
     softmaxBackward(yd, dyd, out.data as Float32Array, rows, cols);
     return out;
   }
@@ -138,7 +146,7 @@ class FastCpuBackend extends CpuBackend {
       return super.crossEntropy(logits, targets, rows, cols, ignoreIndex);
     }
 
-    const lse = this.mem.allocFloat(rows);
+    const lse = this.mem.allocFloatForWrite(rows);
     const { lossSum, counted } = this.exp.crossEntropy(
       xd,
       td,
@@ -175,7 +183,7 @@ class FastCpuBackend extends CpuBackend {
     const dyd = this.mem.floats(op, "dy", dy, 1);
     if (!targetsValid(td, cols, ignoreIndex)) return reference();
 
-    const out = this.mem.allocFloat(rows * cols);
+    const out = this.mem.allocFloatForWrite(rows * cols);
     const scaleFactor = dyd[0] / Math.max(countd[0], 1);
     this.exp.crossEntropyBackward(
       xd,
@@ -207,7 +215,7 @@ class FastCpuBackend extends CpuBackend {
     checkShape("binary", "outShape", outShape);
     const ad = this.mem.floats("binary", "a", a, product(aShape)) as Float32Array;
     const bd = this.mem.floats("binary", "b", b, product(bShape)) as Float32Array;
-    const out = this.mem.allocFloat(product(outShape));
+    const out = this.mem.allocFloatForWrite(product(outShape));
     if (out.size > 0) {
       if (fast) binaryRepeating(op, ad, bd, out.data as Float32Array);
       else binaryRepeating(op, bd, ad, out.data as Float32Array);
@@ -221,7 +229,9 @@ class FastCpuBackend extends CpuBackend {
     checkShape("transpose", "shape", shape);
     const xd = this.mem.anyDtype("transpose", "x", x, product(shape));
 
-    const out = x.dtype === "i32" ? this.mem.allocInt(xd.length) : this.mem.allocFloat(xd.length);
+    const out = x.dtype === "i32"
+      ? this.mem.allocInt(xd.length)
+      : this.mem.allocFloatForWrite(xd.length);
     if (axis1 === axis2) out.data.set(xd);
     else swapAxes(xd, out.data, shape, axis1, axis2);
     return out;

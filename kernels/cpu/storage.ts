@@ -25,25 +25,65 @@ export class CpuStorage<A extends CpuArray = CpuArray> implements Storage {
   }
 }
 
+/**
+ * A source of float32 arrays for a memory, such as the fast backend's WebAssembly heap. A block
+ * may contain old values, and `allocate` returns null when it has no room.
+ */
+export interface FloatBlocks {
+  allocate(size: number): Float32Array | null;
+  release(view: Float32Array): void;
+  reset(): void;
+}
+
 export class CpuMemory {
   private readonly live = new Set<CpuStorage>();
   private disposed = false;
+  /**
+   * Returns the block of a storage that was dropped without `release` once it is garbage
+   * collected. The held value is the storage's data, which does not keep the storage alive.
+   */
+  private readonly unreleased: FinalizationRegistry<Float32Array> | null;
 
   constructor(
     readonly precision: "f32" | "f64",
     readonly poison: boolean,
-  ) {}
+    private readonly blocks: FloatBlocks | null = null,
+  ) {
+    if (blocks !== null && precision !== "f32") {
+      throw new Error(
+        `cpu memory: float blocks are float32, so the precision must be f32, not ${precision}`,
+      );
+    }
+    this.unreleased = blocks === null ? null : new FinalizationRegistry((view) => {
+      if (!this.disposed) blocks.release(view);
+    });
+  }
 
   get liveCount(): number {
     return this.live.size;
   }
 
+  /** A new float storage of `size` zeros (NaN with `poison`). */
   allocFloat(size: number): CpuStorage<FloatArray> {
+    const storage = this.allocFloatForWrite(size);
+    if (this.blocks !== null && !this.poison) storage.data.fill(0);
+    return storage;
+  }
+
+  /**
+   * A new float storage for an op that writes every element: with float blocks it keeps a reused
+   * block's old contents instead of zeroing it (NaN with `poison`, as always).
+   */
+  allocFloatForWrite(size: number): CpuStorage<FloatArray> {
     this.checkUsable();
     checkCount("alloc", "size", size);
-    const data = this.precision === "f64" ? new Float64Array(size) : new Float32Array(size);
+    const block = this.blocks?.allocate(size) ?? null;
+    const data = block ??
+      (this.precision === "f64" ? new Float64Array(size) : new Float32Array(size));
     if (this.poison) data.fill(NaN);
-    return this.track(new CpuStorage<FloatArray>(this, data, "f32"));
+    const storage = new CpuStorage<FloatArray>(this, data, "f32");
+    if (block !== null) this.unreleased?.register(storage, block, storage);
+    return this.track(storage);
   }
 
   allocInt(size: number): CpuStorage<Int32Array> {
@@ -76,7 +116,7 @@ export class CpuMemory {
         `upload: f32 data must be a Float32Array or Float64Array, got ${data.constructor.name}`,
       );
     }
-    const storage = this.allocFloat(data.length);
+    const storage = this.allocFloatForWrite(data.length);
     storage.data.set(data);
     return storage;
   }
@@ -85,6 +125,7 @@ export class CpuMemory {
     const own = this.own("release", "storage", storage);
     own.released = true;
     this.live.delete(own);
+    if (this.unreleased?.unregister(own)) this.blocks!.release(own.data as Float32Array);
   }
 
   /** Marks every live storage released and rejects any later use of this memory. */
@@ -92,6 +133,7 @@ export class CpuMemory {
     for (const storage of this.live) storage.released = true;
     this.live.clear();
     this.disposed = true;
+    this.blocks?.reset();
   }
 
   /** Returns the data of an input of either dtype after checking its size. */

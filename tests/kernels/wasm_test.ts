@@ -11,6 +11,7 @@ import type { Backend, MatmulSpec, Storage } from "../../kernels/backend.ts";
 import { createCpuBackend } from "../../kernels/cpu/backend.ts";
 import { createFastCpuBackend } from "../../kernels/cpu/fast_backend.ts";
 import { WasmGemm } from "../../kernels/cpu/wasm/gemm.ts";
+import { WasmHeap } from "../../kernels/cpu/wasm/heap.ts";
 import { supportsRelaxedSimd } from "../../kernels/cpu/wasm/gemm_kernel.ts";
 
 /** Relative tolerances from the kernel rules: elementwise ops 1e-5, reductions and matmuls 1e-4. */
@@ -422,8 +423,8 @@ Deno.test("crossEntropy rejects out of range target", () => {
 
 Deno.test("matmul on two threads matches one", async () => {
   // Both threads run the same kernel in the same summation order, so results are bitwise equal.
-  const oneThread = WasmGemm.create({ threads: 1 });
-  const twoThreads = WasmGemm.create({ threads: 2 });
+  const oneThread = WasmGemm.create(WasmHeap.create(), { threads: 1 });
+  const twoThreads = WasmGemm.create(WasmHeap.create(), { threads: 2 });
   assert.equal(await twoThreads.waitForWorker(), true, "worker started");
   const specs: MatmulSpec[] = [
     {

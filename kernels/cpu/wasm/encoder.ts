@@ -139,6 +139,13 @@ export class FunctionBuilder {
   f32Store(offset = 0): this {
     return this.memory([0x38], 2, offset);
   }
+  /** `i64.load`: moves 8 bytes, such as two f32, in one scalar load. */
+  i64Load(offset = 0): this {
+    return this.memory([0x29], 3, offset);
+  }
+  i64Store(offset = 0): this {
+    return this.memory([0x37], 3, offset);
+  }
   v128Load(offset = 0): this {
     return this.memory([0xfd, 0x00], 4, offset);
   }

@@ -10,36 +10,32 @@
  */
 
 import { encodeExpModule } from "./exp_kernel.ts";
+import type { WasmHeap } from "./heap.ts";
 
-const PAGE_BYTES = 65536;
-/** 4 GiB of addresses: the most a 32-bit memory can hold. Pages are committed only on growth. */
+/** The limit `encodeExpModule` writes into the module's memory import; the heap's memory is 4 GiB. */
 const MAX_PAGES = 65536;
 
 type KernelFunction = (...args: number[]) => void;
 type KernelName = "exp" | "gelu" | "geluBackward" | "softmaxRows";
 
-/** One WebAssembly instance of the exp kernels with its own linear memory, grown on demand. */
+/**
+ * One WebAssembly instance of the exp kernels on the heap's memory. Inputs and outputs that are
+ * heap views are used in place; other arrays pass through scratch blocks of the heap.
+ */
 export class WasmExp {
-  private readonly memory: WebAssembly.Memory;
-  private readonly kernels: Record<KernelName, KernelFunction>;
-  private heap: Float32Array;
-
   private constructor(
-    memory: WebAssembly.Memory,
-    kernels: Record<KernelName, KernelFunction>,
-  ) {
-    this.memory = memory;
-    this.kernels = kernels;
-    this.heap = new Float32Array(memory.buffer);
-  }
+    private readonly heap: WasmHeap,
+    private readonly kernels: Record<KernelName, KernelFunction>,
+  ) {}
 
   /** Compiles the kernels synchronously; the module is a few kilobytes. */
-  static create(): WasmExp {
-    const memory = new WebAssembly.Memory({ initial: 1, maximum: MAX_PAGES });
-    const bytes = encodeExpModule({ initialPages: 1, maximumPages: MAX_PAGES, shared: false });
-    const instance = new WebAssembly.Instance(new WebAssembly.Module(bytes), { env: { memory } });
+  static create(heap: WasmHeap): WasmExp {
+    const bytes = encodeExpModule({ initialPages: 1, maximumPages: MAX_PAGES, shared: true });
+    const instance = new WebAssembly.Instance(new WebAssembly.Module(bytes), {
+      env: { memory: heap.memory },
+    });
     const exports = instance.exports as Record<string, KernelFunction>;
-    return new WasmExp(memory, {
+    return new WasmExp(heap, {
       exp: exports.exp,
       gelu: exports.gelu,
       geluBackward: exports.geluBackward,
@@ -50,22 +46,60 @@ export class WasmExp {
   /** y = GELU(x), tanh approximation; x and y have equal lengths. */
   gelu(x: Float32Array, y: Float32Array): void {
     if (x.length === 0) return;
-    const stride = padded(x.length);
-    this.reserve(2 * stride);
-    this.heap.set(x, 0);
-    this.kernels.gelu(0, stride * 4, stride / 4);
-    y.set(this.heap.subarray(stride, stride + x.length));
+    const [xIn, yOut] = [this.input(x), this.output(y)];
+    this.kernels.gelu(this.heap.address(xIn), this.heap.address(yOut), padded(x.length) / 4);
+    this.releaseInputs([xIn, x]);
+    this.deliver(yOut, y);
   }
 
   /** dx = dy · GELU′(x); all three have equal lengths. */
   geluBackward(x: Float32Array, dy: Float32Array, dx: Float32Array): void {
     if (x.length === 0) return;
-    const stride = padded(x.length);
-    this.reserve(3 * stride);
-    this.heap.set(x, 0);
-    this.heap.set(dy, stride);
-    this.kernels.geluBackward(0, stride * 4, 2 * stride * 4, stride / 4);
-    dx.set(this.heap.subarray(2 * stride, 2 * stride + x.length));
+    const [xIn, dyIn, dxOut] = [this.input(x), this.input(dy), this.output(dx)];
+    const address = (view: Float32Array) => this.heap.address(view);
+    this.kernels.geluBackward(address(xIn), address(dyIn), address(dxOut), padded(x.length) / 4);
+    this.releaseInputs([xIn, x], [dyIn, dy]);
+    this.deliver(dxOut, dx);
+  }
+
+  /**
+   * Returns x itself when it is a heap view, which the kernels may read up to its block's end (a
+   * whole number of vectors), or a scratch copy of it.
+   */
+  private input(x: Float32Array): Float32Array {
+    if (this.heap.address(x) >= 0) return x;
+    const copy = this.scratch(x.length);
+    copy.set(x);
+    return copy;
+  }
+
+  /** Returns y itself when it is a heap view, or a scratch block that `deliver` copies into y. */
+  private output(y: Float32Array): Float32Array {
+    return this.heap.address(y) >= 0 ? y : this.scratch(y.length);
+  }
+
+  /** Copies a scratch output into the caller's array and releases it; nothing when in place. */
+  private deliver(used: Float32Array, y: Float32Array): void {
+    if (used === y) return;
+    y.set(used);
+    this.heap.release(used);
+  }
+
+  /** Releases each scratch copy from `input`; nothing for an array that was used in place. */
+  private releaseInputs(...pairs: [Float32Array, Float32Array][]): void {
+    for (const [used, x] of pairs) if (used !== x) this.heap.release(used);
+  }
+
+  /** A heap block of `floats` floats, padded to whole vectors. */
+  private scratch(floats: number): Float32Array {
+    const block = this.heap.allocate(padded(floats));
+    if (block === null) {
+      throw new Error(
+        `exp kernels: the operands need ${padded(floats) * 4} more bytes, past the 4 GiB of the ` +
+          "WebAssembly memory; split the op or use the reference cpu backend",
+      );
+    }
+    return block;
   }
 
   /**
@@ -85,26 +119,27 @@ export class WasmExp {
     // −Infinity, whose exp is 0. A fully hidden row contains zeros, since a row of only −Infinity
     // would give NaN, and its output is set to 0 afterwards.
     const width = padded(cols);
-    this.reserve(rows * width);
-    const heap = this.heap;
+    const work = this.scratch(rows * width);
     const visibleOf = (r: number) =>
       causalQueries === 0 ? cols : Math.min(cols, (r % causalQueries) + (cols - causalQueries) + 1);
 
-    if (width === cols) heap.set(x);
+    if (width === cols) work.set(x);
     for (let r = 0; r < rows; r++) {
       const start = r * width;
       const visible = visibleOf(r);
-      if (width !== cols) heap.set(x.subarray(r * cols, (r + 1) * cols), start);
-      if (visible <= 0) heap.fill(0, start, start + width);
-      else if (visible < width) heap.fill(-Infinity, start + visible, start + width);
+      if (width !== cols) work.set(x.subarray(r * cols, (r + 1) * cols), start);
+      if (visible <= 0) work.fill(0, start, start + width);
+      else if (visible < width) work.fill(-Infinity, start + visible, start + width);
     }
-    this.kernels.softmaxRows(0, 0, rows, width);
+    const address = this.heap.address(work);
+    this.kernels.softmaxRows(address, address, rows, width);
 
-    if (width === cols) y.set(heap.subarray(0, rows * cols));
+    if (width === cols) y.set(work.subarray(0, rows * cols));
     for (let r = 0; r < rows; r++) {
-      if (width !== cols) y.set(heap.subarray(r * width, r * width + cols), r * cols);
+      if (width !== cols) y.set(work.subarray(r * width, r * width + cols), r * cols);
       if (visibleOf(r) <= 0) y.fill(0, r * cols, (r + 1) * cols);
     }
+    this.heap.release(work);
   }
 
   /**
@@ -120,29 +155,30 @@ export class WasmExp {
     cols: number,
     ignoreIndex: number,
   ): { lossSum: number; counted: number } {
-    const heap = this.shiftedRows(logits.length);
+    const shifted = this.scratch(logits.length);
     const maxima = new Float64Array(rows);
     for (let r = 0; r < rows; r++) {
       const start = r * cols;
       let max = -Infinity;
       for (let c = 0; c < cols; c++) max = Math.max(max, logits[start + c]);
-      for (let c = 0; c < cols; c++) heap[start + c] = logits[start + c] - max;
+      for (let c = 0; c < cols; c++) shifted[start + c] = logits[start + c] - max;
       maxima[r] = max;
     }
-    this.expInPlace(logits.length);
+    this.expInPlace(shifted);
 
     let lossSum = 0;
     let counted = 0;
     for (let r = 0; r < rows; r++) {
       const start = r * cols;
       let sum = 0;
-      for (let c = 0; c < cols; c++) sum += heap[start + c];
+      for (let c = 0; c < cols; c++) sum += shifted[start + c];
       const rowLse = maxima[r] + Math.log(sum);
       lse[r] = rowLse;
       if (targets[r] === ignoreIndex) continue;
       lossSum += rowLse - logits[start + targets[r]];
       counted++;
     }
+    this.heap.release(shifted);
     return { lossSum, counted };
   }
 
@@ -160,13 +196,13 @@ export class WasmExp {
     cols: number,
     ignoreIndex: number,
   ): void {
-    const heap = this.shiftedRows(logits.length);
+    const shifted = this.scratch(logits.length);
     for (let r = 0; r < rows; r++) {
       const start = r * cols;
       const shift = lse[r];
-      for (let c = 0; c < cols; c++) heap[start + c] = logits[start + c] - shift;
+      for (let c = 0; c < cols; c++) shifted[start + c] = logits[start + c] - shift;
     }
-    this.expInPlace(logits.length);
+    this.expInPlace(shifted);
 
     for (let r = 0; r < rows; r++) {
       const start = r * cols;
@@ -175,38 +211,17 @@ export class WasmExp {
         dlogits.fill(0, start, start + cols);
         continue;
       }
-      for (let c = 0; c < cols; c++) dlogits[start + c] = heap[start + c] * scale;
-      dlogits[start + target] = (heap[start + target] - 1) * scale;
+      for (let c = 0; c < cols; c++) dlogits[start + c] = shifted[start + c] * scale;
+      dlogits[start + target] = (shifted[start + target] - 1) * scale;
     }
+    this.heap.release(shifted);
   }
 
-  /** Reserves `size` floats (padded to whole vectors) at address 0 and returns the heap view. */
-  private shiftedRows(size: number): Float32Array {
-    this.reserve(padded(size));
-    return this.heap;
-  }
-
-  /** Replaces the first `size` floats of the heap (padded to whole vectors) by their exp. */
-  private expInPlace(size: number): void {
-    if (size === 0) return;
-    this.kernels.exp(0, 0, padded(size) / 4);
-  }
-
-  /** Grows the memory to hold `floats` floats and refreshes the view. */
-  private reserve(floats: number): void {
-    const bytes = floats * 4;
-    const current = this.memory.buffer.byteLength;
-    if (bytes > current) {
-      const pages = Math.ceil((bytes - current) / PAGE_BYTES);
-      if (current / PAGE_BYTES + pages > MAX_PAGES) {
-        throw new Error(
-          `exp kernels: the operands need ${bytes} bytes, over the 4 GiB of a WebAssembly ` +
-            "memory; split the op or use the reference cpu backend",
-        );
-      }
-      this.memory.grow(pages);
-    }
-    if (this.heap.buffer !== this.memory.buffer) this.heap = new Float32Array(this.memory.buffer);
+  /** Replaces a scratch block's floats, padded to whole vectors, by their exp. */
+  private expInPlace(block: Float32Array): void {
+    if (block.length === 0) return;
+    const address = this.heap.address(block);
+    this.kernels.exp(address, address, padded(block.length) / 4);
   }
 }
 

@@ -1,21 +1,27 @@
 /**
- * The fast CPU matmul: copies float32 operands into WebAssembly linear memory and runs the SIMD
- * kernel of `gemm_kernel.ts` on them.
+ * The fast CPU matmul: runs the SIMD kernel of `gemm_kernel.ts` on float32 operands in the
+ * backend's WebAssembly heap (`heap.ts`).
  *
- * A row-major A is read in place after one bulk copy. A transposed A and B in either layout are
- * packed into panels on the way in, an O(size) copy against the product's O(m·n·k) work. Results
- * sum each C(i, j) over k in index order in float32, so they differ from the float64-accumulating
- * reference by float32 rounding only.
+ * A row-major A in the heap is read where it is, and C is written straight into the output when
+ * its rows are whole tiles wide. A transposed A and B in either layout are packed into panels of
+ * a scratch block, an O(size) copy against the product's O(m·n·k) work. Results sum each C(i, j)
+ * over k in index order in float32, so they differ from the float64-accumulating reference by
+ * float32 rounding only.
  *
- * With two threads the memory is shared with a worker (`gemm_worker.ts`), and each large product
- * is split by rows of tiles: the calling thread computes the first half while the worker computes
- * the rest. Each C(i, j) is still one thread's sum in index order, so results match one thread's
- * bit for bit.
+ * With two threads a worker (`gemm_worker.ts`) runs the kernel on the same memory, and each large
+ * product is split by rows of tiles: the calling thread computes the first half while the worker
+ * computes the rest. Each C(i, j) is still one thread's sum in index order, so results match one
+ * thread's bit for bit.
  */
 
 import { Worker } from "node:worker_threads";
 import type { MatmulSpec } from "../../backend.ts";
-import { encodeGemmModule, supportsRelaxedSimd } from "./gemm_kernel.ts";
+import {
+  encodeGemmModule,
+  type GemmKernels,
+  gemmKernels,
+  supportsRelaxedSimd,
+} from "./gemm_kernel.ts";
 import {
   CONTROL,
   runTileRows,
@@ -24,6 +30,7 @@ import {
   type TileJob,
   writeJob,
 } from "./gemm_tiles.ts";
+import type { WasmHeap } from "./heap.ts";
 
 /**
  * Tile of C held in registers: 6×8 floats are 12 v128 accumulators, which with 2 vectors of B and
@@ -33,8 +40,7 @@ import {
  */
 const MR = 6;
 const NR = 8;
-const PAGE_BYTES = 65536;
-/** 4 GiB of addresses: the most a 32-bit memory can hold. Pages are committed only on growth. */
+/** The limit `encodeGemmModule` writes into the module's memory import; the heap's memory is 4 GiB. */
 const MAX_PAGES = 65536;
 
 /**
@@ -42,10 +48,20 @@ const MAX_PAGES = 65536;
  * worker and back takes about 5 µs here, and 2²¹ operations take about 50 µs at 40 GFLOP/s.
  */
 const PARALLEL_MIN_FLOPS = 2 ** 21;
+/**
+ * Bytes of B's panels that one pass over the rows of A reads: a quarter of the 1 MiB L2 cache per
+ * core of the AMD EPYC (Zen 5) VM this was tuned on. The 128×512×1024 weight gradient of the
+ * tiny GPT, whose 2 MiB of packed B had every row of tiles stream it from L3, ran at 27 GFLOP/s
+ * on one thread before the blocking.
+ */
+const B_BLOCK_BYTES = 256 * 1024;
+/**
+ * Longest k for which a transposed A is read in place: a tile then reads k cache lines of A, 16
+ * KiB at k = 256, which stay in the L1 cache while the tile's row of C is computed.
+ */
+const TRANSPOSED_A_IN_PLACE_MAX_K = 256;
 /** How long the main thread waits for the worker's share before it reports the worker stuck. */
 const WORKER_TIMEOUT_MS = 60_000;
-
-type GemmFunction = (...args: number[]) => void;
 
 export interface WasmGemmOptions {
   /**
@@ -57,14 +73,12 @@ export interface WasmGemmOptions {
 }
 
 /**
- * One WebAssembly instance of the kernel with its own linear memory, grown on demand, and with
- * two threads a worker that runs a second instance on the same memory.
+ * One WebAssembly instance of the kernel on the heap's memory, and with two threads a worker that
+ * runs a second instance on the same memory.
  */
 export class WasmGemm {
-  private readonly memory: WebAssembly.Memory;
-  private readonly gemm: GemmFunction;
+  private readonly kernels: GemmKernels;
   private readonly bytes: Uint8Array<ArrayBuffer>;
-  private heap: Float32Array;
   /** Shared with the worker; laid out as `CONTROL` describes. Null with one thread. */
   private readonly control: Int32Array | null;
   private worker: Worker | null = null;
@@ -74,16 +88,16 @@ export class WasmGemm {
   threads: 1 | 2;
 
   private constructor(
-    memory: WebAssembly.Memory,
+    private readonly heap: WasmHeap,
     bytes: Uint8Array<ArrayBuffer>,
     fma: boolean,
     threads: 1 | 2,
   ) {
-    this.memory = memory;
     this.bytes = bytes;
-    const instance = new WebAssembly.Instance(new WebAssembly.Module(bytes), { env: { memory } });
-    this.gemm = instance.exports.gemm as GemmFunction;
-    this.heap = new Float32Array(memory.buffer);
+    const instance = new WebAssembly.Instance(new WebAssembly.Module(bytes), {
+      env: { memory: heap.memory },
+    });
+    this.kernels = gemmKernels(instance, MR);
     this.fma = fma;
     this.threads = threads;
     this.control = threads === 2
@@ -92,20 +106,18 @@ export class WasmGemm {
   }
 
   /** Compiles the kernel synchronously; the module is a few kilobytes, so this takes milliseconds. */
-  static create(options: WasmGemmOptions = {}): WasmGemm {
+  static create(heap: WasmHeap, options: WasmGemmOptions = {}): WasmGemm {
     // On a quiet 2-vCPU AMD EPYC VM two threads cut the tiny-GPT step by 14–18% (paired step
     // ratio 0.82–0.86, bench/op_profile.ts --pair-threads). With other jobs busy on both cores the
     // ratio was 0.99–1.01, so there the second thread cost nothing measurable.
     const threads = options.threads ?? ((navigator.hardwareConcurrency ?? 1) >= 2 ? 2 : 1);
-    const shared = threads === 2;
     const fma = supportsRelaxedSimd();
-    const memory = new WebAssembly.Memory({ initial: 1, maximum: MAX_PAGES, shared });
     const bytes = encodeGemmModule({ mr: MR, nr: NR, fma }, {
       initialPages: 1,
       maximumPages: MAX_PAGES,
-      shared,
+      shared: true,
     });
-    return new WasmGemm(memory, bytes, fma, threads);
+    return new WasmGemm(heap, bytes, fma, threads);
   }
 
   /**
@@ -138,6 +150,10 @@ export class WasmGemm {
   /**
    * Computes the batched product of `spec` from a and b into out. Sizes must already be checked:
    * a holds (aBatched ? batch : 1)·m·k floats, b likewise with k·n, and out batch·m·n.
+   *
+   * Operands that are views of the heap are used in place where their layout allows: a row-major
+   * A is read where it is, and C is written straight into out when n is a multiple of NR. The
+   * others pass through scratch blocks of the heap.
    */
   matmul(a: Float32Array, b: Float32Array, out: Float32Array, spec: MatmulSpec): void {
     const { batch, m, n, k, transA, transB, aBatched, bBatched } = spec;
@@ -149,46 +165,59 @@ export class WasmGemm {
 
     const mTiles = Math.ceil(m / MR);
     const nTiles = Math.ceil(n / NR);
-    const mPad = mTiles * MR;
     const aEntries = aBatched ? batch : 1;
     const bEntries = bBatched ? batch : 1;
-    // A row-major A is read in place, so an entry is m·k floats plus, after the last one, the
-    // (mPad − m) rows past the edge that edge tiles read. A transposed A is packed to mPad·k.
-    const aEntry = transA ? mPad * k : m * k;
-    const bEntry = nTiles * NR * k;
-    // C's row stride: n lets the result leave in one copy; a whole number of tiles keeps edge
-    // tiles off the next row.
-    const ldc = n % NR === 0 ? n : nTiles * NR;
-    const cEntry = mPad * ldc;
-
-    const aStart = 0;
-    const bStart = align(aStart + aEntries * aEntry + (mPad - m) * k);
-    const cStart = align(bStart + bEntries * bEntry);
-    this.reserve(cStart + batch * cEntry);
     const heap = this.heap;
 
-    if (transA) {
+    // A row-major A is read in place (or after one copy). A transposed A is read in place while a
+    // tile's k strided rows fit the L1 cache beside B's panel, and is packed into panels of MR
+    // rows (the last one zero-padded) for longer k.
+    const aPacked = transA && k > TRANSPOSED_A_IN_PLACE_MAX_K;
+    const aInPlace = !aPacked && heap.address(a) >= 0;
+    const aEntry = aPacked ? mTiles * MR * k : m * k;
+    const aScratch = aInPlace ? null : this.scratch(aEntries * aEntry);
+    const bEntry = nTiles * NR * k;
+    const bScratch = this.scratch(bEntries * bEntry);
+    // C's row stride: n lets the kernel write into out; otherwise a whole number of tiles keeps
+    // edge tiles off the next row, and the result leaves through a scratch block.
+    const cInPlace = n % NR === 0 && heap.address(out) >= 0;
+    const ldc = cInPlace ? n : nTiles * NR;
+    const cEntry = m * ldc;
+    const cScratch = cInPlace ? null : this.scratch(batch * cEntry);
+
+    if (aScratch !== null && aPacked) {
+      const strips = this.stripCopy(a, aScratch, this.kernels.copyStrips6);
       for (let e = 0; e < aEntries; e++) {
-        packTransposedA(a, e * m * k, heap, aStart + e * aEntry, m, k);
+        packTransposedA(a, e * m * k, aScratch, e * aEntry, m, k, strips);
       }
-    } else {
-      heap.set(a, aStart);
+    } else if (aScratch !== null) {
+      aScratch.set(a);
     }
-    for (let e = 0; e < bEntries; e++) packB(b, e * k * n, transB, heap, bStart + e * bEntry, n, k);
+    const strips = transB ? null : this.stripCopy(b, bScratch, this.kernels.copyStrips8);
+    for (let e = 0; e < bEntries; e++) {
+      packB(b, e * k * n, transB, bScratch, e * bEntry, n, k, strips);
+    }
 
     const job: TileJob = {
-      a: aStart * 4,
-      b: bStart * 4,
-      c: cStart * 4,
+      a: heap.address(aScratch ?? a),
+      b: heap.address(bScratch),
+      c: heap.address(cScratch ?? out),
       aEntryBytes: aBatched ? aEntry * 4 : 0,
       bEntryBytes: bBatched ? bEntry * 4 : 0,
       cEntryBytes: cEntry * 4,
+      m,
       mTiles,
       nTiles,
+      nBlockTiles: Math.max(1, Math.floor(B_BLOCK_BYTES / (k * NR * 4))),
+      bPanelBytes: k * NR * 4,
+      cTileBytes: NR * 4,
       k,
-      aTileBytes: MR * k * 4,
-      aRowBytes: transA ? 4 : k * 4,
-      aStepBytes: transA ? MR * 4 : 4,
+      // A(i, p) is at a + tile·aTileBytes + r·aRowBytes + p·aStepBytes for i = tile·MR + r.
+      ...(aPacked
+        ? { aTileBytes: MR * k * 4, aRowBytes: 4, aStepBytes: MR * 4 }
+        : transA
+        ? { aTileBytes: MR * 4, aRowBytes: 4, aStepBytes: m * 4 }
+        : { aTileBytes: MR * k * 4, aRowBytes: k * 4, aStepBytes: 4 }),
       ldcBytes: ldc * 4,
       mr: MR,
     };
@@ -196,10 +225,36 @@ export class WasmGemm {
     if (this.threads === 2 && tileRows >= 2 && 2 * batch * m * n * k >= PARALLEL_MIN_FLOPS) {
       this.runShared(job, tileRows);
     } else {
-      runTileRows(this.gemm, job, 0, tileRows);
+      runTileRows(this.kernels, job, 0, tileRows);
     }
 
-    copyOut(heap, cStart, cEntry, ldc, out, batch, m, n);
+    if (cScratch !== null) copyOut(cScratch, ldc, out, batch, m, n);
+    for (const block of [aScratch, bScratch, cScratch]) if (block !== null) heap.release(block);
+  }
+
+  /** The WebAssembly strip copy from src to dst in float indices, or null when src is not in the heap. */
+  private stripCopy(
+    src: Float32Array,
+    dst: Float32Array,
+    kernel: (...args: number[]) => void,
+  ): StripCopy | null {
+    const srcAddress = this.heap.address(src);
+    const dstAddress = this.heap.address(dst);
+    if (srcAddress < 0 || dstAddress < 0) return null;
+    return (srcStart, dstStart, count, srcStride) =>
+      kernel(srcAddress + srcStart * 4, dstAddress + dstStart * 4, count, srcStride * 4);
+  }
+
+  /** A heap block of `floats` floats for one product's packed operands or padded result. */
+  private scratch(floats: number): Float32Array {
+    const block = this.heap.allocate(floats);
+    if (block === null) {
+      throw new Error(
+        `matmul: the packed operands need ${floats * 4} more bytes, past the 4 GiB of the ` +
+          "WebAssembly memory; split the batch or use the reference cpu backend",
+      );
+    }
+    return block;
   }
 
   /**
@@ -210,7 +265,7 @@ export class WasmGemm {
     const control = this.control!;
     if (Atomics.load(control, CONTROL.READY) !== 1) {
       if (this.worker === null) this.startWorker();
-      runTileRows(this.gemm, job, 0, tileRows);
+      runTileRows(this.kernels, job, 0, tileRows);
       return;
     }
 
@@ -221,7 +276,7 @@ export class WasmGemm {
     Atomics.store(control, CONTROL.STATUS, STATUS_BUSY);
     Atomics.add(control, CONTROL.SEQUENCE, 1);
     Atomics.notify(control, CONTROL.SEQUENCE);
-    runTileRows(this.gemm, job, 0, split);
+    runTileRows(this.kernels, job, 0, split);
 
     const result = Atomics.wait(control, CONTROL.STATUS, STATUS_BUSY, WORKER_TIMEOUT_MS);
     if (result === "timed-out") {
@@ -239,7 +294,7 @@ export class WasmGemm {
   private startWorker(): void {
     try {
       const worker = new Worker(new URL("./gemm_worker.ts", import.meta.url), {
-        workerData: { memory: this.memory, control: this.control, bytes: this.bytes },
+        workerData: { memory: this.heap.memory, control: this.control, bytes: this.bytes, mr: MR },
       });
       // The worker blocks in Atomics.wait between products; unref lets the process exit anyway.
       worker.unref();
@@ -253,32 +308,13 @@ export class WasmGemm {
       this.threads = 1;
     }
   }
-
-  /** Grows the memory to hold `floats` floats and refreshes the view. */
-  private reserve(floats: number): void {
-    const bytes = floats * 4;
-    const current = this.memory.buffer.byteLength;
-    if (bytes > current) {
-      const pages = Math.ceil((bytes - current) / PAGE_BYTES);
-      if (this.memory.buffer.byteLength / PAGE_BYTES + pages > MAX_PAGES) {
-        throw new Error(
-          `matmul: the operands need ${bytes} bytes, over the 4 GiB of a WebAssembly memory; ` +
-            "split the batch or use the reference cpu backend",
-        );
-      }
-      this.memory.grow(pages);
-    }
-    // A shared memory's buffer getter returns a new object after growth, so compare lengths.
-    if (this.heap.byteLength !== this.memory.buffer.byteLength) {
-      this.heap = new Float32Array(this.memory.buffer);
-    }
-  }
 }
 
-/** Rounds a float offset up to a multiple of 16 floats (64 bytes, one cache line). */
-function align(floats: number): number {
-  return Math.ceil(floats / 16) * 16;
-}
+/**
+ * Copies `count` strips from src[srcStart + p·srcStride] to dst[dstStart + p·width], each as wide
+ * as the kernel it wraps (6 or 8 floats); indices are in floats.
+ */
+type StripCopy = (srcStart: number, dstStart: number, count: number, srcStride: number) => void;
 
 /**
  * Packs op(A) from a transposed A (stored k×m at src[srcStart]) into panels of MR rows:
@@ -291,12 +327,17 @@ function packTransposedA(
   dstStart: number,
   m: number,
   k: number,
+  strips: StripCopy | null,
 ): void {
   const tiles = Math.ceil(m / MR);
   for (let tile = 0; tile < tiles; tile++) {
     const i0 = tile * MR;
     const rows = Math.min(MR, m - i0);
     let d = dstStart + tile * k * MR;
+    if (rows === MR && strips !== null) {
+      strips(srcStart + i0, d, k, m);
+      continue;
+    }
     if (rows === MR) {
       // Full tiles, unrolled: the general loop below cost about a third of the product's time
       // for the step's 128×128×1024 weight gradients.
@@ -331,6 +372,7 @@ function packB(
   dstStart: number,
   n: number,
   k: number,
+  strips: StripCopy | null,
 ): void {
   const tiles = Math.ceil(n / NR);
   // B(p, j) is at srcStart + p·pStride + j·jStride.
@@ -340,6 +382,10 @@ function packB(
     const j0 = tile * NR;
     const cols = Math.min(NR, n - j0);
     let d = dstStart + tile * k * NR;
+    if (cols === NR && !transB && strips !== null) {
+      strips(srcStart + j0, d, k, n);
+      continue;
+    }
     if (cols === NR) {
       // Full panels, unrolled, as in packTransposedA.
       const j = jStride;
@@ -364,30 +410,16 @@ function packB(
   }
 }
 
-/** Copies the valid m×n part of each batch entry of C out of the padded heap layout. */
+/** Copies the valid m×n part of each batch entry of C out of a result with row stride ldc. */
 function copyOut(
-  heap: Float32Array,
-  cStart: number,
-  cEntry: number,
+  c: Float32Array,
   ldc: number,
   out: Float32Array,
   batch: number,
   m: number,
   n: number,
 ): void {
-  if (ldc === n && cEntry === m * n) {
-    out.set(heap.subarray(cStart, cStart + batch * m * n));
-    return;
-  }
-  for (let e = 0; e < batch; e++) {
-    const entry = cStart + e * cEntry;
-    if (ldc === n) {
-      out.set(heap.subarray(entry, entry + m * n), e * m * n);
-      continue;
-    }
-    for (let i = 0; i < m; i++) {
-      const row = entry + i * ldc;
-      out.set(heap.subarray(row, row + n), (e * m + i) * n);
-    }
+  for (let row = 0; row < batch * m; row++) {
+    out.set(c.subarray(row * ldc, row * ldc + n), row * n);
   }
 }

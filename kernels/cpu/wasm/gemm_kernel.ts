@@ -21,6 +21,7 @@
  */
 
 import { encodeModule, FunctionBuilder, I32, type MemoryImport, V128 } from "./encoder.ts";
+import { buildStripCopy } from "./pack_kernel.ts";
 
 export interface GemmShape {
   /** Rows of C per tile. */
@@ -126,9 +127,39 @@ function buildGemm({ mr, nr, fma }: GemmShape): FunctionBuilder {
   return f;
 }
 
-/** Encodes a module exporting `gemm` for the given tile shape. */
+/**
+ * Encodes a module exporting `gemm` for the given tile shape and `gemmRows1` … `gemmRows{mr − 1}`.
+ * Those are the same kernel for tiles of fewer rows, used for the last tile row of a C whose row
+ * count is not a multiple of mr, so no kernel reads A or writes C past the last row. The module
+ * also exports the strip copies of `pack_kernel.ts` as `copyStrips6` and `copyStrips8`.
+ */
 export function encodeGemmModule(shape: GemmShape, memory: MemoryImport): Uint8Array<ArrayBuffer> {
-  return encodeModule(memory, [{ name: "gemm", body: buildGemm(shape) }]);
+  const functions = [{ name: "gemm", body: buildGemm(shape) }];
+  for (let rows = 1; rows < shape.mr; rows++) {
+    functions.push({ name: `gemmRows${rows}`, body: buildGemm({ ...shape, mr: rows }) });
+  }
+  functions.push({ name: "copyStrips6", body: buildStripCopy(6) });
+  functions.push({ name: "copyStrips8", body: buildStripCopy(8) });
+  return encodeModule(memory, functions);
+}
+
+type GemmFunction = (...args: number[]) => void;
+
+/** The kernels of one instance: `byRows[r]` computes tiles of r rows, and `byRows[mr]` whole tiles. */
+export interface GemmKernels {
+  byRows: GemmFunction[];
+  /** Strip copies 6 and 8 floats wide, with the arguments `STRIP_ARGS` lists. */
+  copyStrips6: GemmFunction;
+  copyStrips8: GemmFunction;
+}
+
+/** Reads the kernels out of an instance of `encodeGemmModule`'s module. */
+export function gemmKernels(instance: WebAssembly.Instance, mr: number): GemmKernels {
+  const exports = instance.exports as Record<string, GemmFunction>;
+  const byRows: GemmFunction[] = [];
+  for (let rows = 1; rows < mr; rows++) byRows[rows] = exports[`gemmRows${rows}`];
+  byRows[mr] = exports.gemm;
+  return { byRows, copyStrips6: exports.copyStrips6, copyStrips8: exports.copyStrips8 };
 }
 
 /** True when this engine accepts relaxed-SIMD instructions (V8 has since version 11.4). */

@@ -3,6 +3,8 @@
  * share of C. Both sides run `runTileRows` on the same `TileJob` against one shared memory.
  */
 
+import type { GemmKernels } from "./gemm_kernel.ts";
+
 /** Byte addresses and strides of one batched product in linear memory, as `WasmGemm` lays it out. */
 export interface TileJob {
   a: number;
@@ -13,8 +15,16 @@ export interface TileJob {
   /** Bytes between batch entries of B; 0 when B is shared by every entry. */
   bEntryBytes: number;
   cEntryBytes: number;
+  /** Rows of C in each batch entry; the last tile row of an entry may hold fewer than mr. */
+  m: number;
   mTiles: number;
   nTiles: number;
+  /** Tile columns per kernel call: the product runs column block by column block. */
+  nBlockTiles: number;
+  /** Bytes of one packed panel of B (k·nr floats). */
+  bPanelBytes: number;
+  /** Bytes of one tile's row of C (nr floats). */
+  cTileBytes: number;
   k: number;
   aTileBytes: number;
   aRowBytes: number;
@@ -32,8 +42,12 @@ export const TILE_JOB_FIELDS = [
   "aEntryBytes",
   "bEntryBytes",
   "cEntryBytes",
+  "m",
   "mTiles",
   "nTiles",
+  "nBlockTiles",
+  "bPanelBytes",
+  "cTileBytes",
   "k",
   "aTileBytes",
   "aRowBytes",
@@ -62,30 +76,41 @@ export const STATUS_BUSY = 0;
 export const STATUS_DONE = 1;
 export const STATUS_FAILED = 2;
 
-type GemmFunction = (...args: number[]) => void;
-
 /**
  * Computes tile rows [from, to) of the product, counting tile rows across batch entries (entry e
- * contains rows e·mTiles … (e + 1)·mTiles − 1), with one kernel call per entry touched.
+ * contains rows e·mTiles … (e + 1)·mTiles − 1). Within each entry the rows run once per block of
+ * nBlockTiles tile columns, so that block's panels of B stay in the cache while every row reads
+ * them. Whole tiles take one kernel call per block, and an entry's last tile row, when it has
+ * fewer than mr rows, one call of the kernel for that many rows.
  */
-export function runTileRows(gemm: GemmFunction, job: TileJob, from: number, to: number): void {
+export function runTileRows(kernels: GemmKernels, job: TileJob, from: number, to: number): void {
+  const lastRows = job.m - (job.mTiles - 1) * job.mr;
   let row = from;
   while (row < to) {
     const entry = Math.floor(row / job.mTiles);
     const first = row - entry * job.mTiles;
     const last = Math.min(job.mTiles, to - entry * job.mTiles);
-    gemm(
-      job.a + entry * job.aEntryBytes + first * job.aTileBytes,
-      job.b + entry * job.bEntryBytes,
-      job.c + entry * job.cEntryBytes + first * job.mr * job.ldcBytes,
-      last - first,
-      job.nTiles,
-      job.k,
-      job.aTileBytes,
-      job.aRowBytes,
-      job.aStepBytes,
-      job.ldcBytes,
-    );
+    const whole = lastRows === job.mr || last < job.mTiles ? last : last - 1;
+
+    for (let column = 0; column < job.nTiles; column += job.nBlockTiles) {
+      const columns = Math.min(job.nBlockTiles, job.nTiles - column);
+      const call = (rows: number, tileRow: number, count: number) =>
+        kernels.byRows[rows](
+          job.a + entry * job.aEntryBytes + tileRow * job.aTileBytes,
+          job.b + entry * job.bEntryBytes + column * job.bPanelBytes,
+          job.c + entry * job.cEntryBytes + tileRow * job.mr * job.ldcBytes +
+            column * job.cTileBytes,
+          count,
+          columns,
+          job.k,
+          job.aTileBytes,
+          job.aRowBytes,
+          job.aStepBytes,
+          job.ldcBytes,
+        );
+      if (whole > first) call(job.mr, first, whole - first);
+      if (whole < last) call(lastRows, whole, 1);
+    }
     row = entry * job.mTiles + last;
   }
 }

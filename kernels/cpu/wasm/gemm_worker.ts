@@ -6,17 +6,19 @@
  */
 
 import { workerData } from "node:worker_threads";
+import { gemmKernels } from "./gemm_kernel.ts";
 import { CONTROL, readJob, runTileRows, STATUS_DONE, STATUS_FAILED } from "./gemm_tiles.ts";
 
 interface GemmWorkerData {
   memory: WebAssembly.Memory;
   control: Int32Array;
   bytes: Uint8Array<ArrayBuffer>;
+  mr: number;
 }
 
-const { memory, control, bytes } = workerData as GemmWorkerData;
+const { memory, control, bytes, mr } = workerData as GemmWorkerData;
 const instance = new WebAssembly.Instance(new WebAssembly.Module(bytes), { env: { memory } });
-const gemm = instance.exports.gemm as (...args: number[]) => void;
+const kernels = gemmKernels(instance, mr);
 
 Atomics.store(control, CONTROL.READY, 1);
 Atomics.notify(control, CONTROL.READY);
@@ -28,7 +30,7 @@ while (true) {
 
   let status = STATUS_DONE;
   try {
-    runTileRows(gemm, readJob(control), control[CONTROL.FROM], control[CONTROL.TO]);
+    runTileRows(kernels, readJob(control), control[CONTROL.FROM], control[CONTROL.TO]);
   } catch (error) {
     console.error(`gemm worker: tile rows failed: ${error}`);
     status = STATUS_FAILED;
