@@ -1,11 +1,13 @@
 """PyTorch CPU reference for `deno task bench`: times the tiny-GPT training step moelab trains.
 
 The model mirrors moelab's DecoderLM options in bench/moelab.ts: 2 pre-norm blocks, dModel 128,
-4 heads, rotary positions (rotate-half pairing), RMSNorm, GELU (tanh) MLP of width 512, tied
-embeddings, vocabulary 256, batch 8 × 128 tokens, AdamW (lr 1e-3, betas 0.9/0.95, weight decay
-0.1) with gradient clipping at 1. Prints one JSON line: {"samples_ms": [...]}.
+4 heads, rotary positions (rotate-half pairing), RMSNorm, GELU (tanh) MLP of width 512, linear
+layers without biases, tied embeddings, vocabulary 256, batch 8 × 128 tokens, AdamW (lr 1e-3,
+betas 0.9/0.95, weight decay 0.1) with gradient clipping at 1. Prints one JSON line: {"samples_ms": [...]}.
 
 Run: OMP_NUM_THREADS=1 python3 bench/torch_step.py [warmup] [repetitions]
+     OMP_NUM_THREADS=1 python3 bench/torch_step.py --serve   (one step per line on stdin, for
+     bench/cpu_pairs.ts)
 """
 
 import json
@@ -52,8 +54,10 @@ class Block(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.norm1, self.norm2 = RMSNorm(D), RMSNorm(D)
-        self.q, self.k, self.v, self.o = (torch.nn.Linear(D, D) for _ in range(4))
-        self.up, self.down = torch.nn.Linear(D, 4 * D), torch.nn.Linear(4 * D, D)
+        # No biases, like moelab's projections.
+        self.q, self.k, self.v, self.o = (torch.nn.Linear(D, D, bias=False) for _ in range(4))
+        self.up = torch.nn.Linear(D, 4 * D, bias=False)
+        self.down = torch.nn.Linear(4 * D, D, bias=False)
         self.register_buffer("mask", torch.triu(torch.full((T, T), float("-inf")), 1))
 
     def forward(self, x):
@@ -80,13 +84,12 @@ class TinyGpt(torch.nn.Module):
         return self.norm(x) @ self.embed.weight.t()
 
 
-def main():
-    warmup = int(sys.argv[1]) if len(sys.argv) > 1 else 2
-    repetitions = int(sys.argv[2]) if len(sys.argv) > 2 else 5
+def make_step():
+    """Builds the model and optimizer; returns a function that runs one step and returns its ms."""
     model = TinyGpt()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
-    samples = []
-    for i in range(warmup + repetitions):
+
+    def step():
         ids = torch.randint(0, VOCAB, (BATCH, T))
         targets = torch.randint(0, VOCAB, (BATCH, T))
         start = time.perf_counter()
@@ -96,8 +99,27 @@ def main():
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         loss.item()
-        if i >= warmup:
-            samples.append((time.perf_counter() - start) * 1000)
+        return (time.perf_counter() - start) * 1000
+
+    return step
+
+
+def serve():
+    """Runs one step per line read from stdin and prints its ms, so a caller can interleave."""
+    step = make_step()
+    print(json.dumps({"ready": True, "torch": torch.__version__}), flush=True)
+    for _ in sys.stdin:
+        print(json.dumps({"ms": step()}), flush=True)
+
+
+def main():
+    if sys.argv[1:] == ["--serve"]:
+        serve()
+        return
+    warmup = int(sys.argv[1]) if len(sys.argv) > 1 else 2
+    repetitions = int(sys.argv[2]) if len(sys.argv) > 2 else 5
+    step = make_step()
+    samples = [step() for _ in range(warmup + repetitions)][warmup:]
     print(json.dumps({"samples_ms": samples, "torch": torch.__version__}))
 
 

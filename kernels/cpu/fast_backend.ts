@@ -11,7 +11,7 @@
  * ```
  */
 
-import type { Backend, BinaryOp, MatmulSpec, Storage, UnaryOp } from "../backend.ts";
+import type { BinaryOp, MatmulSpec, Storage, UnaryOp } from "../backend.ts";
 import { CpuBackend } from "./backend.ts";
 import { checkShape } from "./broadcast.ts";
 import { binaryRepeating, scale, softmaxBackward, swapAxes } from "./fast_ops.ts";
@@ -37,20 +37,22 @@ export interface FastCpuBackendOptions {
 }
 
 /** Creates the fast float32 CPU backend; compiling its kernels takes a few milliseconds. */
-export function createFastCpuBackend(options: FastCpuBackendOptions = {}): Backend {
+export function createFastCpuBackend(options: FastCpuBackendOptions = {}): FastCpuBackend {
   const heap = WasmHeap.create({ maximumPages: options.heapPages });
   return new FastCpuBackend(
     new CpuMemory("f32", options.poison ?? false, heap.storageBlocks()),
+    heap,
     WasmGemm.create(heap, { threads: options.matmulThreads }),
     WasmExp.create(heap),
   );
 }
 
-class FastCpuBackend extends CpuBackend {
+export class FastCpuBackend extends CpuBackend {
   override readonly description: string;
 
   constructor(
     mem: CpuMemory,
+    private readonly heap: WasmHeap,
     private readonly gemm: WasmGemm,
     private readonly exp: WasmExp,
   ) {
@@ -59,6 +61,14 @@ class FastCpuBackend extends CpuBackend {
     // "up to": the worker starts on the first large product and may fail to start (a warning).
     const threads = gemm.threads === 2 ? ", matmul on up to 2 threads" : "";
     this.description = `cpu (${simd}, float32${threads})`;
+  }
+
+  /**
+   * Bytes of the WebAssembly memory that holds the storages. Released blocks are reused, so in
+   * training this stops growing after the first steps.
+   */
+  get heapBytes(): number {
+    return this.heap.byteLength;
   }
 
   override async dispose(): Promise<void> {

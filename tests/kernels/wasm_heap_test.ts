@@ -14,6 +14,7 @@ import { CpuStorage } from "../../kernels/cpu/storage.ts";
 import { WasmGemm } from "../../kernels/cpu/wasm/gemm.ts";
 import { WasmHeap } from "../../kernels/cpu/wasm/heap.ts";
 import { Rng } from "../../tensor/mod.ts";
+import { runTinyStep, TINY_GPT, tinyGpt } from "../../bench/moelab.ts";
 
 function randomFloats(size: number, seed: number): Float32Array {
   const rng = new Rng(seed);
@@ -160,8 +161,8 @@ Deno.test("matmul in place matches the copying path", async () => {
 });
 
 Deno.test("matmul in place on two threads matches one", async () => {
-  const one = createFastCpuBackend({ matmulThreads: 1 });
-  const two = createFastCpuBackend({ matmulThreads: 2 });
+  const oneThread = createFastCpuBackend({ matmulThreads: 1 });
+  const twoThreads = createFastCpuBackend({ matmulThreads: 2 });
   // The worker starts on the first large product; run one so the later ones are split.
   const spec: MatmulSpec = {
     batch: 2,
@@ -176,18 +177,38 @@ Deno.test("matmul in place on two threads matches one", async () => {
   const a = randomFloats(spec.batch * spec.m * spec.k, 7);
   const b = randomFloats(spec.k * spec.n, 8);
   const [oa, ob, ta, tb] = [
-    one.upload(a, "f32"),
-    one.upload(b, "f32"),
-    two.upload(a, "f32"),
-    two
-      .upload(b, "f32"),
+    oneThread.upload(a, "f32"),
+    oneThread.upload(b, "f32"),
+    twoThreads.upload(a, "f32"),
+    twoThreads.upload(b, "f32"),
   ];
-  two.release(two.matmul(ta, tb, spec));
+  twoThreads.release(twoThreads.matmul(ta, tb, spec));
   await new Promise((resolve) => setTimeout(resolve, 500));
 
-  const expected = await one.read(one.matmul(oa, ob, spec));
-  const actual = await two.read(two.matmul(ta, tb, spec));
+  const expected = await oneThread.read(oneThread.matmul(oa, ob, spec));
+  const actual = await twoThreads.read(twoThreads.matmul(ta, tb, spec));
   assert.deepEqual(actual, expected, "two threads give the same bits");
-  await one.dispose();
-  await two.dispose();
+  await oneThread.dispose();
+  await twoThreads.dispose();
+});
+
+Deno.test("heap stops growing over training steps", async () => {
+  const backend = createFastCpuBackend({ matmulThreads: 1 });
+  const sizes = { ...TINY_GPT, numLayers: 1, dModel: 32, seqLen: 16, batchSize: 2, vocabSize: 64 };
+  const gpt = tinyGpt(backend, sizes);
+  const rng = new Rng(5);
+  const step = async () => {
+    const { loss, normSq } = runTinyStep(backend, gpt, rng, sizes);
+    await loss.item();
+    loss.dispose();
+    normSq.dispose();
+  };
+
+  for (let i = 0; i < 3; i++) await step();
+  const bytes = backend.heapBytes;
+  const live = backend.liveStorages();
+  for (let i = 0; i < 20; i++) await step();
+  assert.equal(backend.heapBytes, bytes, "heap bytes after 20 more steps");
+  assert.equal(backend.liveStorages(), live, "live storages after 20 more steps");
+  await backend.dispose();
 });
