@@ -1,12 +1,16 @@
 /**
- * The tiny-GPT training step on moelab's fast CPU backend against PyTorch CPU (one thread),
- * interleaved: PyTorch runs as `bench/torch_step.py --serve` in a child process, and each round
- * runs one moelab step, then one PyTorch step, so a change in machine load hits both alike.
- * Prints each one's ms per step as median (min–max) and the median (min–max) of the per-round
- * ratios moelab / PyTorch. bench/main.ts times the same steps one after the other.
+ * The tiny-GPT training step on moelab's fast CPU backend against PyTorch CPU (one thread), taken
+ * in turns: PyTorch runs as `bench/torch_step.py --serve` in a child process, and each round runs
+ * a block of moelab steps, then a block of PyTorch steps, so a change in machine load hits both
+ * alike. The first step of each block is not counted: the other's block has just evicted this
+ * one's activations from the shared caches, which added about 10 ms to moelab's step when blocks
+ * were single steps. Prints each one's ms per step as median (min–max) over the counted steps, and
+ * the median (min–max) over rounds of the ratio of the two block medians, moelab / PyTorch.
+ * bench/main.ts times the same steps one after the other.
  *
- * Run: npx deno run -A bench/cpu_pairs.ts [--rounds N] [--warmup N] [--threads 1|2]
- *   (defaults 15, 3, and the fast backend's default matmul threads)
+ * Run: npx deno run -A bench/cpu_pairs.ts [--rounds N] [--block N] [--warmup N] [--threads 1|2]
+ *   (defaults 7 rounds, blocks of 4 steps, 3 warm-up steps each, and the fast backend's default
+ *   matmul threads)
  */
 
 import { createFastCpuBackend } from "../kernels/cpu/fast_backend.ts";
@@ -100,8 +104,14 @@ function lineSplitter(): TransformStream<string, string> {
   });
 }
 
-const rounds = flag("--rounds", 15);
+const rounds = flag("--rounds", 7);
+const block = flag("--block", 4);
 const warmup = flag("--warmup", 3);
+if (block < 2) {
+  throw new Error(
+    `--block is ${block}; give 2 or more, since each block's first step is not counted`,
+  );
+}
 const threadsFlag = Deno.args.indexOf("--threads");
 const threads = threadsFlag < 0 ? undefined : flag("--threads", 2);
 if (threads !== undefined && threads !== 1 && threads !== 2) {
@@ -122,22 +132,41 @@ async function moelabStep(): Promise<number> {
   return performance.now() - start;
 }
 
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
+}
+
+/** Runs `count` steps and returns the times of all but the first. */
+async function timeBlock(step: () => Promise<number>, count: number): Promise<number[]> {
+  const times: number[] = [];
+  for (let i = 0; i < count; i++) times.push(await step());
+  return times.slice(1);
+}
+
+for (let i = 0; i < warmup; i++) {
+  await moelabStep();
+  await torch.step();
+}
 const moelabMs: number[] = [];
 const torchMs: number[] = [];
-for (let round = 0; round < warmup + rounds; round++) {
-  const ours = await moelabStep();
-  const theirs = await torch.step();
-  if (round < warmup) continue;
-  moelabMs.push(ours);
-  torchMs.push(theirs);
+const ratios: number[] = [];
+for (let round = 0; round < rounds; round++) {
+  const ours = await timeBlock(moelabStep, block);
+  const theirs = await timeBlock(() => torch.step(), block);
+  moelabMs.push(...ours);
+  torchMs.push(...theirs);
+  ratios.push(median(ours) / median(theirs));
 }
 await torch.close();
 
-const ratios = moelabMs.map((ms, i) => ms / torchMs[i]);
-console.log(`${backend.description}; ${rounds} rounds after ${warmup} warm-up rounds`);
+console.log(
+  `${backend.description}; ${rounds} rounds of ${block}-step blocks after ${warmup} warm-up steps`,
+);
 console.log(`moelab cpu (fast)      ${summary(moelabMs, 1)} ms/step`);
 console.log(`pytorch cpu, 1 thread  ${summary(torchMs, 1)} ms/step`);
-console.log(`moelab / pytorch per round: ${summary(ratios, 2)}`);
+console.log(`moelab / pytorch, ratio of block medians per round: ${summary(ratios, 2)}`);
 
 gpt.optimizer.dispose();
 gpt.model.dispose();

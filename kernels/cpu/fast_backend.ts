@@ -1,7 +1,9 @@
 /**
  * The fast CPU backend: the float32 reference backend with its hot ops replaced by a WebAssembly
  * SIMD matmul (large products shared with one worker thread), a WebAssembly SIMD exp under GELU,
- * softmax and cross-entropy, and tighter float32 loops (scale, broadcast binary ops, transpose).
+ * softmax and cross-entropy, a WebAssembly SIMD AdamW, and tighter float32 loops (scale,
+ * broadcast binary ops, transpose). Float32 storages live in one WebAssembly memory, so the
+ * WebAssembly kernels work on them in place.
  * It is the engine for training without a GPU; the float64 reference backend stays the oracle
  * that tests compare it against. Ops and cases without a fast path run the reference code, so
  * errors and edge cases behave the same.
@@ -11,11 +13,13 @@
  * ```
  */
 
-import type { BinaryOp, MatmulSpec, Storage, UnaryOp } from "../backend.ts";
+import type { AdamWSpec, BinaryOp, MatmulSpec, Storage, UnaryOp } from "../backend.ts";
 import { CpuBackend } from "./backend.ts";
 import { checkShape } from "./broadcast.ts";
+import { checkAdamWSpec } from "./optimizer.ts";
 import { binaryRepeating, scale, softmaxBackward, swapAxes } from "./fast_ops.ts";
 import { checkCount, CpuMemory, product } from "./storage.ts";
+import { WasmAdamW } from "./wasm/adamw.ts";
 import { WasmExp } from "./wasm/exp.ts";
 import { WasmGemm } from "./wasm/gemm.ts";
 import { WasmHeap } from "./wasm/heap.ts";
@@ -44,6 +48,7 @@ export function createFastCpuBackend(options: FastCpuBackendOptions = {}): FastC
     heap,
     WasmGemm.create(heap, { threads: options.matmulThreads }),
     WasmExp.create(heap),
+    WasmAdamW.create(heap),
   );
 }
 
@@ -55,6 +60,7 @@ export class FastCpuBackend extends CpuBackend {
     private readonly heap: WasmHeap,
     private readonly gemm: WasmGemm,
     private readonly exp: WasmExp,
+    private readonly adamwKernel: WasmAdamW,
   ) {
     super(mem);
     const simd = gemm.fma ? "WebAssembly SIMD with relaxed FMA" : "WebAssembly SIMD";
@@ -206,6 +212,26 @@ export class FastCpuBackend extends CpuBackend {
       ignoreIndex,
     );
     return out;
+  }
+
+  override adamw(
+    param: Storage,
+    grad: Storage,
+    m: Storage,
+    v: Storage,
+    gradScale: Storage | null,
+    spec: AdamWSpec,
+  ): void {
+    const op = "adamw";
+    checkAdamWSpec(op, spec);
+    const pd = this.mem.floats(op, "param", param, param.size) as Float32Array;
+    const gd = this.mem.floats(op, "grad", grad, pd.length) as Float32Array;
+    const md = this.mem.floats(op, "m", m, pd.length) as Float32Array;
+    const vd = this.mem.floats(op, "v", v, pd.length) as Float32Array;
+    const scale = gradScale === null ? 1 : this.mem.floats(op, "gradScale", gradScale, 1)[0];
+    if (!this.adamwKernel.step(pd, gd, md, vd, scale, spec)) {
+      super.adamw(param, grad, m, v, gradScale, spec);
+    }
   }
 
   override binary(

@@ -30,7 +30,8 @@ export function clipCoefficient(mem: CpuMemory, normSq: Storage, maxNorm: number
   return out;
 }
 
-function checkAdamWSpec(op: string, spec: AdamWSpec): void {
+/** Throws unless every AdamW hyperparameter is finite and step is an integer ≥ 1. */
+export function checkAdamWSpec(op: string, spec: AdamWSpec): void {
   const { lr, beta1, beta2, eps, weightDecay, step } = spec;
   for (const [name, value] of Object.entries({ lr, beta1, beta2, eps, weightDecay })) {
     if (!Number.isFinite(value)) {

@@ -497,3 +497,31 @@ Deno.test("softmax backward odd shapes", async () => {
     );
   }
 });
+
+Deno.test("adamw odd sizes and steps", async () => {
+  let seed = 8000;
+  for (const size of [1, 7, 67, 1031]) {
+    for (const [step, scaled] of [[1, false], [5, true]] as const) {
+      const param = randomArray(size, seed++);
+      const grad = randomArray(size, seed++);
+      const m = randomArray(size, seed++, 0.1);
+      // v is a running mean of squares, so it is never negative.
+      const v = randomArray(size, seed++, 0.01).map(Math.abs);
+      const gradScale = Float64Array.of(0.37);
+      const spec = { lr: 3e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, step };
+
+      // Each run updates param, m and v in place and returns the one to compare.
+      for (const [name, which] of [["param", 0], ["m", 2], ["v", 3]] as const) {
+        await checkOp(
+          `adamw ${name} size ${size} step ${step}${scaled ? " scaled" : ""}`,
+          [param, grad, m, v, gradScale],
+          (b, [p, g, ms, vs, s]) => {
+            b.adamw(p, g, ms, vs, scaled ? s : null, spec);
+            return [p, g, ms, vs][which];
+          },
+          TOL_ELEMENTWISE,
+        );
+      }
+    }
+  }
+});

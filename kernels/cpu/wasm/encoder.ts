@@ -184,6 +184,9 @@ export class FunctionBuilder {
   f32x4Div(): this {
     return this.simd(231);
   }
+  f32x4Sqrt(): this {
+    return this.simd(227);
+  }
   /** Lane-wise minimum; NaN in either lane gives NaN. */
   f32x4Min(): this {
     return this.simd(232);
