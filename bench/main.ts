@@ -10,8 +10,10 @@
  * Run: npx deno task bench [--repetitions N] [--quick]
  *   --quick measures matmul 512 and the training step only.
  * Without --quick it then runs bench/attention_memory.ts (fused against unfused attention at
- * T = 64, 256 and 1024, with peak bytes) and bench/moe_dense.ts (the MoE layer's grouped path
- * against a dense loop over 4, 8 and 16 experts).
+ * T = 64, 256 and 1024, with peak bytes), bench/moe_dense.ts (the MoE layer's grouped path
+ * against a dense loop over 4, 8 and 16 experts), and the step comparisons taken in turns, so
+ * that load changes hit both sides alike: bench/step_pairs.ts (moelab WebGPU against jax-js and
+ * TensorFlow.js) and bench/cpu_pairs.ts (moelab's fast CPU backend against PyTorch).
  */
 
 import type { Backend } from "../kernels/backend.ts";
@@ -197,19 +199,19 @@ async function torchStep(): Promise<Timing | string> {
 
 for (const [, backend] of moelab) await backend.dispose();
 
-// The attention and MoE-layer benchmarks run as their own processes, so their backends and peak
-// byte counts start fresh.
+// The attention and MoE-layer benchmarks and the interleaved step comparisons run as their own
+// processes, so their backends, peak byte counts and caches start fresh.
 if (!quick) {
-  for (const script of ["attention_memory.ts", "moe_dense.ts"]) {
+  const scripts: [string, string[]][] = [
+    ["attention_memory.ts", ["--repetitions", String(repetitions)]],
+    ["moe_dense.ts", ["--repetitions", String(repetitions)]],
+    ["step_pairs.ts", ["--rounds", String(Math.max(repetitions, 9))]],
+    ["cpu_pairs.ts", ["--rounds", String(Math.max(repetitions, 7))]],
+  ];
+  for (const [script, scriptArgs] of scripts) {
     console.log(`\n## ${script}`);
     await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "--allow-all",
-        new URL(`./${script}`, import.meta.url).pathname,
-        "--repetitions",
-        String(repetitions),
-      ],
+      args: ["run", "--allow-all", new URL(`./${script}`, import.meta.url).pathname, ...scriptArgs],
       stdout: "inherit",
       stderr: "inherit",
     }).output();
