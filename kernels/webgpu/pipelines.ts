@@ -102,7 +102,7 @@ export class PipelineCache {
         visibility: GPUShaderStage.COMPUTE,
         buffer: {
           type: mode === "read" ? "read-only-storage" : "storage",
-          ...(types[i] === "vec4<f32>" ? { minBindingSize: 16 } : {}),
+          ...(types[i].startsWith("vec4") ? { minBindingSize: 16 } : {}),
         },
       })
     );

@@ -198,6 +198,10 @@ const BROADCAST_SHAPES: [number[], number[], number[]][] = [
   [[1], [1], [1]],
   [[2, 1, 3, 1, 5, 1], [1, 4, 1, 2, 1, 3], [2, 4, 3, 2, 5, 3]],
   [[3, 1, 5], [3, 7, 5], [3, 7, 5]],
+  // Same shapes with a multiple of 4 elements run four per thread. The broadcast one does not.
+  [[4, 9], [4, 9], [4, 9]],
+  [[12], [12], [12]],
+  [[3, 4], [1, 4], [3, 4]],
 ];
 
 gpuTest("binary broadcast up to rank 6", async (backend) => {
@@ -288,6 +292,44 @@ gpuTest("matmul transposed odd shapes", async (backend) => {
     for (const transA of [false, true]) {
       for (const transB of [false, true]) {
         for (const [aBatched, bBatched] of [[true, true], [false, true], [true, false]]) {
+          const spec: MatmulSpec = { batch, m, n, k, transA, transB, aBatched, bBatched };
+          cases.push({
+            name: `matmul ${JSON.stringify(spec)}`,
+            inputs: [{ size: (aBatched ? batch : 1) * m * k }, {
+              size: (bBatched ? batch : 1) * k * n,
+            }],
+            run: (b, [x, y]) => ({ c: b.matmul(x, y, spec) }),
+            tol: REDUCTION_TOL,
+          });
+        }
+      }
+    }
+  }
+  await checkAll(backend, cases);
+});
+
+/**
+ * Shapes for each path of the vec4 kernel, all with k a multiple of 4. Some have m and n multiples
+ * of 4 but not of 16, so part of a block lies past the edge. Some have m or n odd, so that operand
+ * is transposed first when stored [k, rows]. The smallest is one vec4 each way.
+ */
+const VEC4_MATMUL_SIZES: [number, number, number, number][] = [
+  [2, 12, 20, 8],
+  [3, 36, 44, 132],
+  [2, 13, 20, 12],
+  [2, 20, 13, 24],
+  [1, 9, 7, 4],
+  [1, 4, 4, 4],
+];
+
+gpuTest("matmul vec4 layouts", async (backend) => {
+  const cases: Case[] = [];
+  for (const [batch, m, n, k] of VEC4_MATMUL_SIZES) {
+    for (const transA of [false, true]) {
+      for (const transB of [false, true]) {
+        for (
+          const [aBatched, bBatched] of [[true, true], [false, true], [true, false], [false, false]]
+        ) {
           const spec: MatmulSpec = { batch, m, n, k, transA, transB, aBatched, bBatched };
           cases.push({
             name: `matmul ${JSON.stringify(spec)}`,
@@ -424,6 +466,11 @@ gpuTest("transpose two axes up to rank 6", async (backend) => {
     [[2, 3, 5, 7], 1, 3],
     [[1, 4, 1, 6, 5, 3], 0, 5],
     [[67], 0, 0],
+    // The axes after the swapped ones contain a multiple of 4 elements, so they move as vec4s.
+    [[3, 5, 2, 8], 1, 2],
+    [[2, 4, 3, 4], 2, 0],
+    [[2, 1, 3, 1, 2, 4], 1, 3],
+    [[12], 0, 0],
   ];
   await checkAll(
     backend,
@@ -438,6 +485,13 @@ gpuTest("transpose two axes up to rank 6", async (backend) => {
     name: "transpose i32",
     inputs: [{ ids: [1, 2, 3, 4, 5, 6] }],
     run: (b, [x]) => ({ y: b.transpose(x, [2, 3], 0, 1) }),
+    tol: 0,
+  });
+  // As floats, -1 and -4194304 are NaN bit patterns. The vec4 path must move them unchanged.
+  await check(backend, {
+    name: "transpose i32 vec4",
+    inputs: [{ ids: Array.from({ length: 24 }, (_, i) => [i, -1, -4194304, 2 ** 31 - 1][i % 4]) }],
+    run: (b, [x]) => ({ y: b.transpose(x, [2, 3, 4], 0, 1) }),
     tol: 0,
   });
 });
@@ -532,7 +586,8 @@ gpuTest("crossEntropy all rows ignored is zero", async (backend) => {
 // --- optimizer -----------------------------------------------------------------------------------
 
 gpuTest("sumSquares and clipCoefficient", async (backend) => {
-  const cases: Case[] = [1, 67, 20000].map((size) => ({
+  // 12 and 20000 are multiples of 4, so they take the vec4 kernel over one block and several.
+  const cases: Case[] = [1, 67, 20001, 12, 20000].map((size) => ({
     name: `sumSquares size ${size}`,
     inputs: [{ size }],
     run: (b, [x]) => {
@@ -550,7 +605,8 @@ gpuTest("sumSquares and clipCoefficient", async (backend) => {
 
 gpuTest("adamw in place with and without gradScale", async (backend) => {
   const cases: Case[] = [];
-  for (const step of [1, 3]) {
+  // A size that is a multiple of 4 takes the vec4 kernel.
+  for (const [step, size] of [[1, 67], [3, 67], [2, 68]]) {
     for (const scaled of [false, true]) {
       const spec: AdamWSpec = {
         lr: 1e-2,
@@ -561,8 +617,8 @@ gpuTest("adamw in place with and without gradScale", async (backend) => {
         step,
       };
       cases.push({
-        name: `adamw step ${step} scaled ${scaled}`,
-        inputs: [{ size: 67 }, { size: 67 }, { size: 67 }, { size: 67, draw: "positive" }, {
+        name: `adamw step ${step} size ${size} scaled ${scaled}`,
+        inputs: [{ size }, { size }, { size }, { size, draw: "positive" }, {
           size: 1,
           draw: "positive",
         }],

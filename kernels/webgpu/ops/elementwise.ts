@@ -155,17 +155,24 @@ export function unaryBackward(
 
 const BINARY_OPERATOR: Record<BinaryOp, string> = { add: "+", sub: "-", mul: "*", div: "/" };
 
-/** Binary kernels: "same" when both inputs have the output's shape, else "broadcast". */
-const binaryKernel = kernelCache((key: `${BinaryOp} ${"same" | "broadcast"}`) => {
-  const [op, mode] = key.split(" ") as [BinaryOp, string];
+/**
+ * Binary kernel modes: "same" when both inputs have the output's shape, "same4" for the same with
+ * four elements per thread, else "broadcast". Mesa's llvmpipe adapter serves each storage access
+ * lane by lane (see matmul.ts), so "same4" needs a quarter of the loads and stores of "same".
+ */
+type BinaryMode = "same" | "same4" | "broadcast";
+
+const binaryKernel = kernelCache((key: `${BinaryOp} ${BinaryMode}`) => {
+  const [op, mode] = key.split(" ") as [BinaryOp, BinaryMode];
   const operator = BINARY_OPERATOR[op];
-  const indexing = mode === "same"
-    ? "let aOffset = i;\n  let bOffset = i;"
-    : unravelWgsl("i", "shape", ["a", "b"]);
+  const indexing = mode === "broadcast"
+    ? unravelWgsl("i", "shape", ["a", "b"])
+    : "let aOffset = i;\n  let bOffset = i;";
+  const type = mode === "same4" ? "vec4<f32>" : "f32";
   return defineKernel({
     label: `binary ${key}`,
     workgroupSize: WG,
-    buffers: [ro("lhs"), ro("rhs"), rw("ys")],
+    buffers: [ro("lhs", type), ro("rhs", type), rw("ys", type)],
     params: [["n", "u32"], ...rankParams("shape"), ...rankParams("a"), ...rankParams("b")],
     body: `
 @compute @workgroup_size(WG)
@@ -218,9 +225,13 @@ export function binary(
   const same = aSize === n && bSize === n;
 
   const y = ctx.output(n, "f32");
-  if (n > 0) {
-    const kernel = binaryKernel(`${op} ${same ? "same" : "broadcast"}`);
-    ctx.dispatch(kernel, [as, bs, y], [n, ...out, ...aStrides, ...bStrides], threadGrid(n, WG));
+  if (n === 0) return y;
+  if (same && n % 4 === 0) {
+    const params = [n / 4, ...out, ...aStrides, ...bStrides];
+    ctx.dispatch(binaryKernel(`${op} same4`), [as, bs, y], params, threadGrid(n / 4, WG));
+    return y;
   }
+  const kernel = binaryKernel(`${op} ${same ? "same" : "broadcast"}`);
+  ctx.dispatch(kernel, [as, bs, y], [n, ...out, ...aStrides, ...bStrides], threadGrid(n, WG));
   return y;
 }

@@ -12,10 +12,10 @@ import type { DType, Storage } from "../../backend.ts";
 /** Scalar type of one uniform field, packed as 4 bytes. */
 export type ParamType = "u32" | "i32" | "f32";
 /**
- * WGSL element type of a storage binding; "u32" moves raw bits of either dtype, and "vec4<f32>"
- * reads four floats per load (the storage size must then be a multiple of 4).
+ * WGSL element type of a storage binding. "u32" moves raw bits of either dtype. The vec4 types
+ * read four elements per load, so the storage size must be a multiple of 4.
  */
-export type ElementType = "f32" | "i32" | "u32" | "vec4<f32>";
+export type ElementType = "f32" | "i32" | "u32" | "vec4<f32>" | "vec4<u32>";
 export type BufferAccess = "read" | "read_write";
 
 export interface BufferDecl {
