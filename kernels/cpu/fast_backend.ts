@@ -23,6 +23,7 @@ import { WasmAdamW } from "./wasm/adamw.ts";
 import { WasmExp } from "./wasm/exp.ts";
 import { WasmGemm } from "./wasm/gemm.ts";
 import { WasmHeap } from "./wasm/heap.ts";
+import { WasmTranspose } from "./wasm/transpose.ts";
 
 export interface FastCpuBackendOptions {
   /** Fill new storages with NaN (ints with −2³¹), so an op that skips an element is caught. */
@@ -49,6 +50,7 @@ export function createFastCpuBackend(options: FastCpuBackendOptions = {}): FastC
     WasmGemm.create(heap, { threads: options.matmulThreads }),
     WasmExp.create(heap),
     WasmAdamW.create(heap),
+    WasmTranspose.create(heap),
   );
 }
 
@@ -61,6 +63,7 @@ export class FastCpuBackend extends CpuBackend {
     private readonly gemm: WasmGemm,
     private readonly exp: WasmExp,
     private readonly adamwKernel: WasmAdamW,
+    private readonly transposeKernel: WasmTranspose,
   ) {
     super(mem);
     const simd = gemm.fma ? "WebAssembly SIMD with relaxed FMA" : "WebAssembly SIMD";
@@ -269,7 +272,12 @@ export class FastCpuBackend extends CpuBackend {
       ? this.mem.allocInt(xd.length)
       : this.mem.allocFloatForWrite(xd.length);
     if (axis1 === axis2) out.data.set(xd);
-    else swapAxes(xd, out.data, shape, axis1, axis2);
+    else if (
+      !(xd instanceof Float32Array && out.data instanceof Float32Array &&
+        this.transposeKernel.swapAxes(xd, out.data, shape, axis1, axis2))
+    ) {
+      swapAxes(xd, out.data, shape, axis1, axis2);
+    }
     return out;
   }
 }

@@ -279,6 +279,24 @@ Deno.test("transpose every axis pair", async () => {
   }
 });
 
+Deno.test("transpose inner blocks of whole vectors", async () => {
+  // Swaps whose inner block (the axes after both) is a multiple of 4 floats take the WebAssembly
+  // vector copy, such as the split [B, T, H, headDim] → [B, H, T, headDim] of attention heads.
+  for (const shape of [[3, 5, 2, 4, 8], [2, 6, 3, 8], [4, 1, 12]]) {
+    const x = randomArray(shape.reduce((p, d) => p * d, 1), 3100 + shape.length);
+    for (let axis1 = 0; axis1 < shape.length; axis1++) {
+      for (let axis2 = axis1 + 1; axis2 < shape.length; axis2++) {
+        await checkOp(
+          `transpose ${shape} ${axis1} ${axis2}`,
+          [x],
+          (backend, [xs]) => backend.transpose(xs, shape, axis1, axis2),
+          0,
+        );
+      }
+    }
+  }
+});
+
 Deno.test("transpose int32", async () => {
   const fast = createFastCpuBackend({ poison: true });
   const x = fast.upload(Int32Array.from({ length: 6 }, (_, i) => i), "i32");
@@ -341,6 +359,12 @@ Deno.test("softmax odd shapes causal and not", async () => {
     [13, 67, 13],
     [14, 3, 7],
     [67, 67, 67],
+    // Rows of whole vectors run in place in the heap, causal ones row by row.
+    [12, 8, 0],
+    [24, 12, 12],
+    [16, 20, 8],
+    [20, 4, 10],
+    [32, 12, 16],
   ];
   let seed = 4000;
   for (const [rows, cols, causalQueries] of cases) {
