@@ -17,7 +17,15 @@ import type { AdamWSpec, BinaryOp, MatmulSpec, Storage, UnaryOp } from "../backe
 import { CpuBackend } from "./backend.ts";
 import { checkShape } from "./broadcast.ts";
 import { checkAdamWSpec } from "./optimizer.ts";
-import { binaryRepeating, scale, softmaxBackward, swapAxes } from "./fast_ops.ts";
+import {
+  binaryRepeating,
+  rmsNorm,
+  rmsNormBackward,
+  scale,
+  softmaxBackward,
+  swapAxes,
+} from "./fast_ops.ts";
+import { checkNormSizes } from "./norms.ts";
 import { checkCount, CpuMemory, product } from "./storage.ts";
 import { WasmAdamW } from "./wasm/adamw.ts";
 import { WasmExp } from "./wasm/exp.ts";
@@ -215,6 +223,46 @@ export class FastCpuBackend extends CpuBackend {
       ignoreIndex,
     );
     return out;
+  }
+
+  override rmsNorm(
+    x: Storage,
+    gamma: Storage,
+    rows: number,
+    cols: number,
+    eps: number,
+  ): { y: Storage; rstd: Storage } {
+    const op = "rmsNorm";
+    checkNormSizes(op, rows, cols, eps);
+    const xd = this.mem.floats(op, "x", x, rows * cols) as Float32Array;
+    const gd = this.mem.floats(op, "gamma", gamma, cols) as Float32Array;
+
+    const y = this.mem.allocFloatForWrite(rows * cols);
+    const rstd = this.mem.allocFloatForWrite(rows);
+    rmsNorm(xd, gd, y.data as Float32Array, rstd.data as Float32Array, cols, eps);
+    return { y, rstd };
+  }
+
+  override rmsNormBackward(
+    x: Storage,
+    gamma: Storage,
+    rstd: Storage,
+    dy: Storage,
+    rows: number,
+    cols: number,
+  ): { dx: Storage; dgamma: Storage } {
+    const op = "rmsNormBackward";
+    checkNormSizes(op, rows, cols);
+    const xd = this.mem.floats(op, "x", x, rows * cols) as Float32Array;
+    const gd = this.mem.floats(op, "gamma", gamma, cols) as Float32Array;
+    const rstdd = this.mem.floats(op, "rstd", rstd, rows) as Float32Array;
+    const dyd = this.mem.floats(op, "dy", dy, rows * cols) as Float32Array;
+
+    const dx = this.mem.allocFloatForWrite(rows * cols);
+    const dgamma = this.mem.allocFloatForWrite(cols);
+    const [dxd, dgd] = [dx.data as Float32Array, dgamma.data as Float32Array];
+    rmsNormBackward(xd, gd, rstdd, dyd, dxd, dgd, cols);
+    return { dx, dgamma };
   }
 
   override adamw(

@@ -104,3 +104,57 @@ export function softmaxBackward(
     for (let i = start; i < end; i++) dx[i] = y[i] * (dy[i] - dot);
   }
 }
+
+/**
+ * RMSNorm of rows of `cols`: y = x · rstd · gamma with rstd = 1 / sqrt(mean(x²) + eps), the sum
+ * of squares in float64 as the reference does. The reference's loop over Float32Array only.
+ */
+export function rmsNorm(
+  x: Float32Array,
+  gamma: Float32Array,
+  y: Float32Array,
+  rstd: Float32Array,
+  cols: number,
+  eps: number,
+): void {
+  for (let r = 0, start = 0; start < x.length; r++, start += cols) {
+    let squares = 0;
+    for (let c = 0; c < cols; c++) squares += x[start + c] * x[start + c];
+    const inv = 1 / Math.sqrt(squares / cols + eps);
+
+    for (let c = 0; c < cols; c++) y[start + c] = x[start + c] * inv * gamma[c];
+    rstd[r] = inv;
+  }
+}
+
+/**
+ * RMSNorm backward: dx = rstd · (g − x̂ · mean(g ⊙ x̂)) with g = dy ⊙ gamma and x̂ = x · rstd, and
+ * dgamma = Σ_rows dy ⊙ x̂, summed in float64. The reference's loop over Float32Array only.
+ */
+export function rmsNormBackward(
+  x: Float32Array,
+  gamma: Float32Array,
+  rstd: Float32Array,
+  dy: Float32Array,
+  dx: Float32Array,
+  dgamma: Float32Array,
+  cols: number,
+): void {
+  const dgammaSums = new Float64Array(cols);
+  const xhat = new Float64Array(cols);
+  const g = new Float64Array(cols);
+  for (let r = 0, start = 0; start < x.length; r++, start += cols) {
+    const inv = rstd[r];
+    let gxSum = 0;
+    for (let c = 0; c < cols; c++) {
+      xhat[c] = x[start + c] * inv;
+      g[c] = dy[start + c] * gamma[c];
+      gxSum += g[c] * xhat[c];
+      dgammaSums[c] += dy[start + c] * xhat[c];
+    }
+
+    const gxMean = gxSum / cols;
+    for (let c = 0; c < cols; c++) dx[start + c] = inv * (g[c] - xhat[c] * gxMean);
+  }
+  dgamma.set(dgammaSums);
+}

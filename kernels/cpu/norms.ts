@@ -6,7 +6,8 @@
 import type { Storage } from "../backend.ts";
 import { checkCount, type CpuMemory } from "./storage.ts";
 
-function checkNormSizes(op: string, rows: number, cols: number, eps?: number): void {
+/** Throws unless rows and cols are counts and eps, when given, is a non-negative number. */
+export function checkNormSizes(op: string, rows: number, cols: number, eps?: number): void {
   checkCount(op, "rows", rows);
   checkCount(op, "cols", cols);
   if (eps !== undefined && !(eps >= 0)) {

@@ -549,3 +549,37 @@ Deno.test("adamw odd sizes and steps", async () => {
     }
   }
 });
+
+Deno.test("rmsNorm forward and backward odd shapes", async () => {
+  let seed = 9000;
+  for (const [rows, cols] of [[1, 1], [7, 13], [67, 128], [3, 1031]]) {
+    const x = randomArray(rows * cols, seed++, 3);
+    const gamma = randomArray(cols, seed++);
+    const dy = randomArray(rows * cols, seed++);
+    const label = `rmsNorm ${rows}×${cols}`;
+    await checkOp(
+      `${label} y`,
+      [x, gamma],
+      (b, [xs, g]) => b.rmsNorm(xs, g, rows, cols, 1e-5).y,
+      TOL_ELEMENTWISE,
+    );
+    await checkOp(
+      `${label} rstd`,
+      [x, gamma],
+      (b, [xs, g]) => b.rmsNorm(xs, g, rows, cols, 1e-5).rstd,
+      TOL_ELEMENTWISE,
+    );
+    // The backward takes rstd from the same backend's forward, as training does.
+    const backward = (b: Backend, [xs, g, dys]: Storage[]) => {
+      const { rstd } = b.rmsNorm(xs, g, rows, cols, 1e-5);
+      return b.rmsNormBackward(xs, g, rstd, dys, rows, cols);
+    };
+    await checkOp(`${label} dx`, [x, gamma, dy], (b, s) => backward(b, s).dx, TOL_REDUCTION);
+    await checkOp(
+      `${label} dgamma`,
+      [x, gamma, dy],
+      (b, s) => backward(b, s).dgamma,
+      TOL_REDUCTION,
+    );
+  }
+});
