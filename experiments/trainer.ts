@@ -134,6 +134,8 @@ export async function train(config: ExperimentConfig, options: TrainOptions): Pr
   log(`run ${runId}: moelab ${moelabVersion()}, ${backend.description}, config ${hash}`);
   log(`writing to ${dir}`);
   for (const warning of warnings) log(`warning: ${warning}`);
+  const warmupWarning = checkWarmup(config.schedule, config.train.steps);
+  if (warmupWarning !== null) log(`warning: ${warmupWarning}`);
   for (const line of describeGroups(optimizer.groups, parameters)) log(line);
   log(`model: ${model.parameterCount()} parameters; data: ${task.describe()}`);
 
@@ -374,4 +376,12 @@ async function writeLossPlot(
 function round(value: number, digits: number): number {
   const f = 10 ** digits;
   return Math.round(value * f) / f;
+}
+
+/** Returns a warning when the schedule's warm-up covers the whole run, so the rate never decays. */
+export function checkWarmup(schedule: unknown, steps: number): string | null {
+  const warmupSteps = (schedule as { warmupSteps?: unknown }).warmupSteps;
+  if (typeof warmupSteps !== "number" || warmupSteps < steps) return null;
+  return `schedule.warmupSteps is ${warmupSteps} but train.steps is ${steps}, so the whole run ` +
+    "is warm-up and the learning rate never decays; set schedule.warmupSteps below train.steps";
 }

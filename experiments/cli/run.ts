@@ -38,8 +38,8 @@ options:
   --no-report            do not write the report after the runs
   --help                 print this message
 
-Ctrl-C finishes the current step, writes a checkpoint and exits; a second Ctrl-C exits at once. Exit codes: 0 success, 1 a run
-failed, 2 invalid input, 130 interrupted.`;
+Ctrl-C finishes the current step, writes a checkpoint and exits; a second Ctrl-C exits at once.
+Exit codes: 0 success, 1 a run failed, 2 invalid input, 130 interrupted.`;
 
 export const runCommand: Command = {
   name: "run",

@@ -8,7 +8,7 @@ import { createOptimizer } from "../../optim/create.ts";
 import { Rng } from "../../tensor/mod.ts";
 import { parseConfig } from "../../experiments/config.ts";
 import { readCsv } from "../../experiments/csv.ts";
-import { train, trainStep } from "../../experiments/trainer.ts";
+import { checkWarmup, train, trainStep } from "../../experiments/trainer.ts";
 import { LmModel, uploadTokenBatch } from "../../experiments/tasks/lm_model.ts";
 
 /** A config small enough to train a few steps in about a second on the CPU backend. */
@@ -220,4 +220,25 @@ Deno.test("trainer profiles super experts", async () => {
   const pruning = summary.superExperts as Record<string, number>;
   assert.ok(Number.isFinite(pruning.lossAllExperts));
   assert.ok(Number.isFinite(pruning.lossSuperExpertsZeroed));
+});
+
+Deno.test("trainer warns when warm-up covers the run", async () => {
+  assert.equal(checkWarmup({ warmupSteps: 49 }, 50), null, "warm-up shorter than the run");
+  assert.match(
+    checkWarmup({ warmupSteps: 50 }, 50) ?? "",
+    /warmupSteps is 50 but train.steps is 50/,
+  );
+  assert.equal(checkWarmup({ name: "constant" }, 50), null, "schedule without warm-up");
+
+  const outputDir = await Deno.makeTempDir();
+  const lines: string[] = [];
+  await train(tinyConfig(outputDir, { schedule: { warmupSteps: 4 } }), {
+    backend: createCpuBackend(),
+    configText: "",
+    log: (line) => lines.push(line),
+  });
+  assert.ok(
+    lines.some((line) => line.startsWith("warning: schedule.warmupSteps is 4")),
+    "the run logs the warning",
+  );
 });
