@@ -40,7 +40,7 @@ export interface DeviceOptions {
  * Turns off Mesa's on-disk shader cache unless the user has set MESA_SHADER_CACHE_DISABLE. Mesa
  * reads it when the first adapter loads its driver.
  *
- * NOTE: with the cache on, about one test-suite run in six on Mesa's llvmpipe (Mesa 22.3.6,
+ * NOTE: with the cache on, about one test-suite run in ten on Mesa's llvmpipe (Mesa 22.3.6,
  * Debian 12) aborted at exit with glibc's "corrupted size vs. prev_size in fastbins", after every
  * test had passed. A core dump showed the main thread in `exit` running the EGL libraries'
  * destructors while a Mesa thread freed its heap, and the cache's queue thread is one of Mesa's
