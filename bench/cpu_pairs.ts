@@ -16,24 +16,7 @@
 import { createFastCpuBackend } from "../kernels/cpu/fast_backend.ts";
 import { Rng } from "../tensor/mod.ts";
 import { runTinyStep, tinyGpt } from "./moelab.ts";
-
-function flag(name: string, fallback: number): number {
-  const index = Deno.args.indexOf(name);
-  if (index < 0) return fallback;
-  const value = Number(Deno.args[index + 1]);
-  if (!Number.isInteger(value) || value < 1) {
-    throw new Error(`${name} is ${Deno.args[index + 1]}; give a whole count ≥ 1`);
-  }
-  return value;
-}
-
-function summary(values: number[], digits: number): string {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  const median = sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
-  const at = (x: number) => x.toFixed(digits);
-  return `${at(median)} (${at(sorted[0])}–${at(sorted[sorted.length - 1])})`;
-}
+import { countFlag, formatSpread, medianMinMax } from "./timing.ts";
 
 /** A PyTorch step server: `step()` runs one step in the child and resolves its ms. */
 class TorchServer {
@@ -104,16 +87,16 @@ function lineSplitter(): TransformStream<string, string> {
   });
 }
 
-const rounds = flag("--rounds", 7);
-const block = flag("--block", 4);
-const warmup = flag("--warmup", 3);
+const rounds = countFlag("--rounds", 7);
+const block = countFlag("--block", 4);
+const warmup = countFlag("--warmup", 3);
 if (block < 2) {
   throw new Error(
     `--block is ${block}; give 2 or more, since each block's first step is not counted`,
   );
 }
 const threadsFlag = Deno.args.indexOf("--threads");
-const threads = threadsFlag < 0 ? undefined : flag("--threads", 2);
+const threads = threadsFlag < 0 ? undefined : countFlag("--threads", 2);
 if (threads !== undefined && threads !== 1 && threads !== 2) {
   throw new Error(`--threads is ${threads}; give 1 or 2`);
 }
@@ -130,12 +113,6 @@ async function moelabStep(): Promise<number> {
   loss.dispose();
   normSq.dispose();
   return performance.now() - start;
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
 }
 
 /** Runs `count` steps and returns the times of all but the first. */
@@ -157,16 +134,16 @@ for (let round = 0; round < rounds; round++) {
   const theirs = await timeBlock(() => torch.step(), block);
   moelabMs.push(...ours);
   torchMs.push(...theirs);
-  ratios.push(median(ours) / median(theirs));
+  ratios.push(medianMinMax(ours).median / medianMinMax(theirs).median);
 }
 await torch.close();
 
 console.log(
   `${backend.description}; ${rounds} rounds of ${block}-step blocks after ${warmup} warm-up steps`,
 );
-console.log(`moelab cpu (fast)      ${summary(moelabMs, 1)} ms/step`);
-console.log(`pytorch cpu, 1 thread  ${summary(torchMs, 1)} ms/step`);
-console.log(`moelab / pytorch, ratio of block medians per round: ${summary(ratios, 2)}`);
+console.log(`moelab cpu (fast)      ${formatSpread(moelabMs, 1)} ms/step`);
+console.log(`pytorch cpu, 1 thread  ${formatSpread(torchMs, 1)} ms/step`);
+console.log(`moelab / pytorch, ratio of block medians per round: ${formatSpread(ratios, 2)}`);
 
 gpt.optimizer.dispose();
 gpt.model.dispose();

@@ -23,7 +23,7 @@ import { createWebGpuBackend } from "../kernels/webgpu/backend.ts";
 import { matmulsPerRepetition, timeAttention, timeMatmul, timeTrainStep } from "./moelab.ts";
 import { jaxTrainStep, tfTrainStep } from "./peer_step.ts";
 import { jaxMatmul, type PeerResult, tfMatmul } from "./peers.ts";
-import { gflops, type Timing } from "./timing.ts";
+import { gflops, medianMinMax, type Timing } from "./timing.ts";
 
 const args = Deno.args;
 const repetitionsFlag = args.indexOf("--repetitions");
@@ -181,10 +181,7 @@ async function torchStep(): Promise<Timing | string> {
       }).output();
       if (!output.success) continue;
       const samples: number[] = JSON.parse(new TextDecoder().decode(output.stdout)).samples_ms;
-      const sorted = [...samples].sort((a, b) => a - b);
-      const middle = Math.floor(sorted.length / 2);
-      const median = sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
-      return { samples, median, min: sorted[0], max: sorted[sorted.length - 1] };
+      return { samples, ...medianMinMax(samples) };
     } catch (error) {
       // Without --allow-run every attempt fails the same way; report that, not a missing torch.
       if (

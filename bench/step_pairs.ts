@@ -13,27 +13,10 @@ import { Rng } from "../tensor/mod.ts";
 import { runTinyStep, TINY_GPT, tinyGpt } from "./moelab.ts";
 import { createJaxStep, createTfStep, type PeerStep } from "./peer_step.ts";
 import { reason } from "./peers.ts";
+import { countFlag, formatSpread } from "./timing.ts";
 
-function flag(name: string, fallback: number): number {
-  const index = Deno.args.indexOf(name);
-  if (index < 0) return fallback;
-  const value = Number(Deno.args[index + 1]);
-  if (!Number.isInteger(value) || value < 1) {
-    throw new Error(`${name} is ${Deno.args[index + 1]}; give a whole count ≥ 1`);
-  }
-  return value;
-}
-
-function summary(values: number[], digits: number): string {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  const median = sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
-  const at = (x: number) => x.toFixed(digits);
-  return `${at(median)} (${at(sorted[0])}–${at(sorted[sorted.length - 1])})`;
-}
-
-const rounds = flag("--rounds", 9);
-const warmup = flag("--warmup", 2);
+const rounds = countFlag("--rounds", 9);
+const warmup = countFlag("--warmup", 2);
 
 const backend = await createWebGpuBackend();
 const gpt = tinyGpt(backend);
@@ -88,10 +71,12 @@ console.log("| implementation | ms/step median (min–max) | tokens/s | peer / m
 console.log("| --- | --- | --- | --- |");
 for (const [label] of steps) {
   const times = samples.get(label)!;
-  const ratios = label === "moelab webgpu" ? "-" : summary(times.map((t, i) => t / moelab[i]), 2);
+  const ratios = label === "moelab webgpu"
+    ? "-"
+    : formatSpread(times.map((t, i) => t / moelab[i]), 2);
   const sorted = [...times].sort((a, b) => a - b);
   const tokensPerSecond = Math.round(tokens / (sorted[Math.floor(sorted.length / 2)] / 1000));
-  console.log(`| ${label} | ${summary(times, 1)} | ${tokensPerSecond} | ${ratios} |`);
+  console.log(`| ${label} | ${formatSpread(times, 1)} | ${tokensPerSecond} | ${ratios} |`);
 }
 
 for (const [, step] of steps) step.dispose();

@@ -26,12 +26,34 @@ export async function time(run: () => Promise<void>, options: TimingOptions = {}
     await run();
     samples.push(performance.now() - start);
   }
+  return { samples, ...medianMinMax(samples) };
+}
+
+/** Returns the median, min and max of a non-empty list of samples. */
+export function medianMinMax(samples: number[]): { median: number; min: number; max: number } {
   const sorted = [...samples].sort((a, b) => a - b);
   const middle = Math.floor(sorted.length / 2);
   const median = sorted.length % 2 === 1
     ? sorted[middle]
     : (sorted[middle - 1] + sorted[middle]) / 2;
-  return { samples, median, min: sorted[0], max: sorted[sorted.length - 1] };
+  return { median, min: sorted[0], max: sorted[sorted.length - 1] };
+}
+
+/** Formats samples as "median (min–max)" with `digits` decimals. */
+export function formatSpread(samples: number[], digits: number): string {
+  const { median, min, max } = medianMinMax(samples);
+  return `${median.toFixed(digits)} (${min.toFixed(digits)}–${max.toFixed(digits)})`;
+}
+
+/** Reads the whole count after `name` in the command line, or `fallback` when the flag is absent. */
+export function countFlag(name: string, fallback: number): number {
+  const index = Deno.args.indexOf(name);
+  if (index < 0) return fallback;
+  const value = Number(Deno.args[index + 1]);
+  if (!Number.isInteger(value) || value < 1) {
+    throw new Error(`${name} is ${Deno.args[index + 1]}; give a whole count ≥ 1`);
+  }
+  return value;
 }
 
 /** Converts a timing of `flops` floating-point operations per run to GFLOP/s (min is from max). */
