@@ -1,12 +1,13 @@
 /**
  * The tiny-GPT training step on moelab's fast CPU backend against PyTorch CPU (one thread), taken
- * in turns: PyTorch runs as `bench/torch_step.py --serve` in a child process, and each round runs
- * a block of moelab steps, then a block of PyTorch steps, so a change in machine load hits both
- * alike. The first step of each block is not counted: the other's block has just evicted this
- * one's activations from the shared caches, which added about 10 ms to moelab's step when blocks
- * were single steps. Prints each one's ms per step as median (min–max) over the counted steps, and
- * the median (min–max) over rounds of the ratio of the two block medians, moelab / PyTorch.
- * bench/main.ts times the same steps one after the other.
+ * in turns. PyTorch runs as `bench/torch_step.py --serve` in a child process. Each round runs a
+ * block of moelab steps, then a block of PyTorch steps, so a change in machine load hits both
+ * alike. The first step of each block is not counted, since the other's block may have evicted
+ * this one's data from the shared caches.
+ *
+ * Prints each one's ms per step as median (min–max) over the counted steps, and the median
+ * (min–max) over rounds of the ratio of the two block medians, moelab / PyTorch. bench/main.ts
+ * times the same steps one after the other.
  *
  * Run: npx deno run -A bench/cpu_pairs.ts [--rounds N] [--block N] [--warmup N] [--threads 1|2]
  *   (defaults 7 rounds, blocks of 4 steps, 3 warm-up steps each, and the fast backend's default

@@ -81,7 +81,7 @@ export class FastCpuBackend extends CpuBackend {
   }
 
   /**
-   * Bytes of the WebAssembly memory that holds the storages. Released blocks are reused, so in
+   * Bytes of the WebAssembly memory that contains the storages. Released blocks are reused, so in
    * training this stops growing after the first steps.
    */
   get heapBytes(): number {

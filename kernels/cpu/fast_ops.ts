@@ -44,6 +44,27 @@ export function binaryRepeating(
 }
 
 /**
+ * Views `shape` as [outer, d1, mid, d2, inner] around the two axes to swap, d1 the lower one.
+ * Every two-axis transpose of any rank writes this view as [outer, d2, mid, d1, inner].
+ */
+export function swapAxesView(
+  shape: readonly number[],
+  axis1: number,
+  axis2: number,
+): { outer: number; d1: number; mid: number; d2: number; inner: number } {
+  const lo = Math.min(axis1, axis2);
+  const hi = Math.max(axis1, axis2);
+  const size = (from: number, to: number) => shape.slice(from, to).reduce((p, d) => p * d, 1);
+  return {
+    outer: size(0, lo),
+    d1: shape[lo],
+    mid: size(lo + 1, hi),
+    d2: shape[hi],
+    inner: size(hi + 1, shape.length),
+  };
+}
+
+/**
  * Swaps axes axis1 < axis2 of x (shape `shape`) into y. The array is viewed as
  * [outer, d1, mid, d2, inner] and written as [outer, d2, mid, d1, inner], copying runs of
  * `inner` contiguous elements.
@@ -55,14 +76,7 @@ export function swapAxes(
   axis1: number,
   axis2: number,
 ): void {
-  const lo = Math.min(axis1, axis2);
-  const hi = Math.max(axis1, axis2);
-  const size = (from: number, to: number) => shape.slice(from, to).reduce((p, d) => p * d, 1);
-  const outer = size(0, lo);
-  const d1 = shape[lo];
-  const mid = size(lo + 1, hi);
-  const d2 = shape[hi];
-  const inner = size(hi + 1, shape.length);
+  const { outer, d1, mid, d2, inner } = swapAxesView(shape, axis1, axis2);
 
   // Strides of x, in elements, along j1 (axis lo), m (mid) and j2 (axis hi).
   const xJ2 = inner;

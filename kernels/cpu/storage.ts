@@ -71,8 +71,8 @@ export class CpuMemory {
   }
 
   /**
-   * A new float storage for an op that writes every element: with float blocks it keeps a reused
-   * block's old contents instead of zeroing it (NaN with `poison`, as always).
+   * Allocates a float storage for an op that writes every element. With float blocks it keeps a
+   * reused block's old values instead of zeroing them, and with `poison` it is NaN as always.
    */
   allocFloatForWrite(size: number): CpuStorage<FloatArray> {
     this.checkUsable();

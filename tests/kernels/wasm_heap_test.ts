@@ -67,6 +67,10 @@ Deno.test("heap refuses past its maximum", () => {
   const storages = heap.storageBlocks();
   assert.equal(storages.allocate(50_000), null, "200 KB past the 192 KiB storage limit");
   assert.ok(heap.allocate(50_000) !== null, "the same 200 KB as scratch");
+  assert.throws(
+    () => heap.scratch(70_000, "matmul", "split the batch"),
+    /matmul: the kernel's scratch needs 280000 more bytes, past the 0\.25 MiB maximum .*; split the batch/,
+  );
   assert.throws(() => WasmHeap.create({ maximumPages: 0 }), /maximumPages is 0/);
 });
 
@@ -149,7 +153,8 @@ Deno.test("matmul in place matches the copying path", async () => {
     const b = randomFloats((spec.bBatched ? spec.batch : 1) * spec.k * spec.n, seed++);
     const fa = fast.upload(a, "f32");
     const fb = fast.upload(b, "f32");
-    assert.ok(inHeap(fa) && inHeap(fb), "operands in the heap");
+    assert.ok(inHeap(fa), "A in the heap");
+    assert.ok(inHeap(fb), "B in the heap");
 
     const actual = await fast.read(fast.matmul(fa, fb, spec));
     const expected = new Float32Array(spec.batch * spec.m * spec.n);

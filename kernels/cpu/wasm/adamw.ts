@@ -9,10 +9,7 @@
 
 import type { AdamWSpec } from "../../backend.ts";
 import { encodeModule, F32, FunctionBuilder, I32, V128 } from "./encoder.ts";
-import type { WasmHeap } from "./heap.ts";
-
-/** The limit `encodeModule` writes into the module's memory import; the heap's memory is 4 GiB. */
-const MAX_PAGES = 65536;
+import { HEAP_MEMORY_IMPORT, type WasmHeap } from "./heap.ts";
 
 /** The arguments of the exported `adamw`, in order: four byte addresses, a count, then scalars. */
 const ADAMW_ARGS = [
@@ -105,12 +102,8 @@ export class WasmAdamW {
   ) {}
 
   static create(heap: WasmHeap): WasmAdamW {
-    const bytes = encodeModule({ initialPages: 1, maximumPages: MAX_PAGES, shared: true }, [
-      { name: "adamw", body: buildAdamW() },
-    ]);
-    const instance = new WebAssembly.Instance(new WebAssembly.Module(bytes), {
-      env: { memory: heap.memory },
-    });
+    const bytes = encodeModule(HEAP_MEMORY_IMPORT, [{ name: "adamw", body: buildAdamW() }]);
+    const instance = heap.instantiate(bytes);
     return new WasmAdamW(heap, instance.exports.adamw as (...args: number[]) => void);
   }
 

@@ -10,10 +10,7 @@
  */
 
 import { encodeExpModule } from "./exp_kernel.ts";
-import type { WasmHeap } from "./heap.ts";
-
-/** The limit `encodeExpModule` writes into the module's memory import; the heap's memory is 4 GiB. */
-const MAX_PAGES = 65536;
+import { HEAP_MEMORY_IMPORT, type WasmHeap } from "./heap.ts";
 
 type KernelFunction = (...args: number[]) => void;
 type KernelName = "exp" | "gelu" | "geluBackward" | "softmaxRows";
@@ -30,10 +27,7 @@ export class WasmExp {
 
   /** Compiles the kernels synchronously; the module is a few kilobytes. */
   static create(heap: WasmHeap): WasmExp {
-    const bytes = encodeExpModule({ initialPages: 1, maximumPages: MAX_PAGES, shared: true });
-    const instance = new WebAssembly.Instance(new WebAssembly.Module(bytes), {
-      env: { memory: heap.memory },
-    });
+    const instance = heap.instantiate(encodeExpModule(HEAP_MEMORY_IMPORT));
     const exports = instance.exports as Record<string, KernelFunction>;
     return new WasmExp(heap, {
       exp: exports.exp,
@@ -90,16 +84,13 @@ export class WasmExp {
     for (const [used, x] of pairs) if (used !== x) this.heap.release(used);
   }
 
-  /** A heap block of `floats` floats, padded to whole vectors. */
+  /** Allocates a heap block of `floats` floats, padded to whole vectors. */
   private scratch(floats: number): Float32Array {
-    const block = this.heap.allocate(padded(floats));
-    if (block === null) {
-      throw new Error(
-        `exp kernels: the operands need ${padded(floats) * 4} more bytes, past the 4 GiB of the ` +
-          "WebAssembly memory; split the op or use the reference cpu backend",
-      );
-    }
-    return block;
+    return this.heap.scratch(
+      padded(floats),
+      "exp kernels",
+      "split the op or use the reference cpu backend",
+    );
   }
 
   /**
@@ -127,8 +118,7 @@ export class WasmExp {
     // would give NaN, and its output is set to 0 afterwards.
     const width = padded(cols);
     const work = this.scratch(rows * width);
-    const visibleOf = (r: number) =>
-      causalQueries === 0 ? cols : Math.min(cols, (r % causalQueries) + (cols - causalQueries) + 1);
+    const visibleOf = (r: number) => visibleColumns(r, cols, causalQueries);
 
     if (width === cols) work.set(x);
     for (let r = 0; r < rows; r++) {
@@ -172,7 +162,7 @@ export class WasmExp {
     y.set(x);
     for (let r = 0; r < rows; r++) {
       const start = r * cols;
-      const visible = Math.min(cols, (r % causalQueries) + (cols - causalQueries) + 1);
+      const visible = visibleColumns(r, cols, causalQueries);
       if (visible <= 0) {
         y.fill(0, start, start + cols);
         continue;
@@ -266,6 +256,15 @@ export class WasmExp {
     const address = this.heap.address(block);
     this.kernels.exp(address, address, padded(block.length) / 4);
   }
+}
+
+/**
+ * Returns how many leading columns row r of a softmax sees under the reference's causal mask
+ * (all of them when causalQueries is 0). It is 0 or less for a fully hidden row.
+ */
+function visibleColumns(r: number, cols: number, causalQueries: number): number {
+  if (causalQueries === 0) return cols;
+  return Math.min(cols, (r % causalQueries) + (cols - causalQueries) + 1);
 }
 
 /** Rounds a float count up to whole 4-float vectors. */

@@ -30,7 +30,7 @@ import {
   type TileJob,
   writeJob,
 } from "./gemm_tiles.ts";
-import type { WasmHeap } from "./heap.ts";
+import { HEAP_MEMORY_IMPORT, type WasmHeap } from "./heap.ts";
 
 /**
  * Tile of C held in registers: 6×8 floats are 12 v128 accumulators, which with 2 vectors of B and
@@ -40,8 +40,6 @@ import type { WasmHeap } from "./heap.ts";
  */
 const MR = 6;
 const NR = 8;
-/** The limit `encodeGemmModule` writes into the module's memory import; the heap's memory is 4 GiB. */
-const MAX_PAGES = 65536;
 
 /**
  * Products of fewer floating-point operations run on the main thread alone: a hand-off to the
@@ -56,7 +54,7 @@ const PARALLEL_MIN_FLOPS = 2 ** 21;
  */
 const B_BLOCK_BYTES = 256 * 1024;
 /**
- * Longest k for which a transposed A is read in place: a tile then reads k cache lines of A, 16
+ * Maximum k for which a transposed A is read in place: a tile then reads k cache lines of A, 16
  * KiB at k = 256, which stay in the L1 cache while the tile's row of C is computed.
  */
 const TRANSPOSED_A_IN_PLACE_MAX_K = 256;
@@ -94,10 +92,7 @@ export class WasmGemm {
     threads: 1 | 2,
   ) {
     this.bytes = bytes;
-    const instance = new WebAssembly.Instance(new WebAssembly.Module(bytes), {
-      env: { memory: heap.memory },
-    });
-    this.kernels = gemmKernels(instance, MR);
+    this.kernels = gemmKernels(heap.instantiate(bytes), MR);
     this.fma = fma;
     this.threads = threads;
     this.control = threads === 2
@@ -112,11 +107,7 @@ export class WasmGemm {
     // ratio was 0.99–1.01, so there the second thread cost nothing measurable.
     const threads = options.threads ?? ((navigator.hardwareConcurrency ?? 1) >= 2 ? 2 : 1);
     const fma = supportsRelaxedSimd();
-    const bytes = encodeGemmModule({ mr: MR, nr: NR, fma }, {
-      initialPages: 1,
-      maximumPages: MAX_PAGES,
-      shared: true,
-    });
+    const bytes = encodeGemmModule({ mr: MR, nr: NR, fma }, HEAP_MEMORY_IMPORT);
     return new WasmGemm(heap, bytes, fma, threads);
   }
 
@@ -178,8 +169,8 @@ export class WasmGemm {
     const aScratch = aInPlace ? null : this.scratch(aEntries * aEntry);
     const bEntry = nTiles * NR * k;
     const bScratch = this.scratch(bEntries * bEntry);
-    // C's row stride: n lets the kernel write into out; otherwise a whole number of tiles keeps
-    // edge tiles off the next row, and the result leaves through a scratch block.
+    // C's row stride is n when the kernel writes into out. Otherwise it is a whole number of tiles,
+    // which keeps edge tiles off the next row, and the result leaves through a scratch block.
     const cInPlace = n % NR === 0 && heap.address(out) >= 0;
     const ldc = cInPlace ? n : nTiles * NR;
     const cEntry = m * ldc;
@@ -245,16 +236,9 @@ export class WasmGemm {
       kernel(srcAddress + srcStart * 4, dstAddress + dstStart * 4, count, srcStride * 4);
   }
 
-  /** A heap block of `floats` floats for one product's packed operands or padded result. */
+  /** Allocates a heap block of `floats` floats for one product's packed operands or result. */
   private scratch(floats: number): Float32Array {
-    const block = this.heap.allocate(floats);
-    if (block === null) {
-      throw new Error(
-        `matmul: the packed operands need ${floats * 4} more bytes, past the 4 GiB of the ` +
-          "WebAssembly memory; split the batch or use the reference cpu backend",
-      );
-    }
-    return block;
+    return this.heap.scratch(floats, "matmul", "split the batch or use the reference cpu backend");
   }
 
   /**
@@ -312,7 +296,7 @@ export class WasmGemm {
 
 /**
  * Copies `count` strips from src[srcStart + p·srcStride] to dst[dstStart + p·width], each as wide
- * as the kernel it wraps (6 or 8 floats); indices are in floats.
+ * as the kernel it wraps (6 or 8 floats). Indices are in floats.
  */
 type StripCopy = (srcStart: number, dstStart: number, count: number, srcStride: number) => void;
 

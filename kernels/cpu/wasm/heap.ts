@@ -9,10 +9,21 @@
  */
 
 import type { FloatBlocks } from "../storage.ts";
+import type { MemoryImport } from "./encoder.ts";
 
 const PAGE_BYTES = 65536;
-/** 4 GiB of addresses: the most a 32-bit memory can hold. Pages are committed only on growth. */
+/** 4 GiB of addresses: the maximum of a 32-bit memory. Pages are committed only on growth. */
 const MAX_PAGES = 65536;
+
+/**
+ * The memory import of every kernel module that runs on a heap: a shared memory of up to 4 GiB. A
+ * heap created with a smaller maximum still satisfies it.
+ */
+export const HEAP_MEMORY_IMPORT: MemoryImport = {
+  initialPages: 1,
+  maximumPages: MAX_PAGES,
+  shared: true,
+};
 /** Blocks start on 64-byte cache lines and hold whole multiples of 16 floats. */
 const BLOCK_FLOATS = 16;
 
@@ -23,7 +34,7 @@ export interface WasmHeapOptions {
 
 export class WasmHeap {
   readonly memory: WebAssembly.Memory;
-  /** The most bytes the memory may grow to. */
+  /** Maximum bytes the memory may grow to. */
   readonly maximumBytes: number;
   /** Every SharedArrayBuffer this memory has returned; views over any of them are heap views. */
   private readonly buffers = new WeakSet<ArrayBufferLike>();
@@ -49,9 +60,9 @@ export class WasmHeap {
   }
 
   /**
-   * Blocks for a backend's storages, which stop at three quarters of the maximum so the kernels'
-   * scratch blocks always find room; past that, storages are ordinary arrays that the kernels
-   * copy in and out.
+   * Returns blocks for a backend's storages, which stop at three quarters of the maximum, so the
+   * kernels' scratch blocks always find room. Past that, storages are ordinary arrays that the
+   * kernels copy in and out.
    */
   storageBlocks(): FloatBlocks {
     const limit = Math.floor(this.maximumBytes * 0.75);
@@ -62,7 +73,7 @@ export class WasmHeap {
     };
   }
 
-  /** Bytes the memory holds now. */
+  /** Current size of the memory in bytes. */
   get byteLength(): number {
     return this.memory.buffer.byteLength;
   }
@@ -92,6 +103,31 @@ export class WasmHeap {
     else this.free.set(floats, [view.byteOffset]);
   }
 
+  /**
+   * Allocates a scratch block of `floats` floats for a kernel, or throws naming `op` when the
+   * memory is full; `fix` says what the caller can do instead.
+   */
+  scratch(floats: number, op: string, fix: string): Float32Array {
+    const block = this.allocate(floats);
+    if (block === null) {
+      const maximum = this.maximumBytes >= 2 ** 30
+        ? `${this.maximumBytes / 2 ** 30} GiB`
+        : `${this.maximumBytes / 2 ** 20} MiB`;
+      throw new Error(
+        `${op}: the kernel's scratch needs ${floats * 4} more bytes, past the ${maximum} ` +
+          `maximum of the WebAssembly memory; ${fix}`,
+      );
+    }
+    return block;
+  }
+
+  /** Instantiates a kernel module encoded with HEAP_MEMORY_IMPORT on this memory. */
+  instantiate(bytes: Uint8Array<ArrayBuffer>): WebAssembly.Instance {
+    return new WebAssembly.Instance(new WebAssembly.Module(bytes), {
+      env: { memory: this.memory },
+    });
+  }
+
   /** Forgets every block, so the next allocations start again at address 0. */
   reset(): void {
     this.free.clear();
@@ -99,14 +135,15 @@ export class WasmHeap {
   }
 
   /**
-   * The byte address of a view in this memory, or −1 for any other array. A view from `allocate`
-   * may be read and written past its length up to the end of its block, a multiple of 16 floats.
+   * Returns the byte address of a view in this memory, or −1 for any other array. A view from
+   * `allocate` may be read and written past its length up to the end of its block, a multiple of
+   * 16 floats.
    */
   address(array: Float32Array | Int32Array): number {
     return this.buffers.has(array.buffer) ? array.byteOffset : -1;
   }
 
-  /** A float view of the whole memory as it is now; take a new one after any allocation. */
+  /** Returns a float view of the whole memory as it is now. Take a new one after any allocation. */
   floats(): Float32Array {
     return this.view;
   }

@@ -9,11 +9,9 @@
  */
 
 import { encodeModule } from "./encoder.ts";
-import type { WasmHeap } from "./heap.ts";
+import { HEAP_MEMORY_IMPORT, type WasmHeap } from "./heap.ts";
 import { buildVectorStripCopy } from "./pack_kernel.ts";
-
-/** The limit `encodeModule` writes into the module's memory import; the heap's memory is 4 GiB. */
-const MAX_PAGES = 65536;
+import { swapAxesView } from "../fast_ops.ts";
 
 export class WasmTranspose {
   private constructor(
@@ -22,12 +20,10 @@ export class WasmTranspose {
   ) {}
 
   static create(heap: WasmHeap): WasmTranspose {
-    const bytes = encodeModule({ initialPages: 1, maximumPages: MAX_PAGES, shared: true }, [
+    const bytes = encodeModule(HEAP_MEMORY_IMPORT, [
       { name: "copyVectorStrips", body: buildVectorStripCopy() },
     ]);
-    const instance = new WebAssembly.Instance(new WebAssembly.Module(bytes), {
-      env: { memory: heap.memory },
-    });
+    const instance = heap.instantiate(bytes);
     return new WasmTranspose(
       heap,
       instance.exports.copyVectorStrips as (...args: number[]) => void,
@@ -48,18 +44,11 @@ export class WasmTranspose {
   ): boolean {
     const xAddress = this.heap.address(x);
     const yAddress = this.heap.address(y);
-    const lo = Math.min(axis1, axis2);
-    const hi = Math.max(axis1, axis2);
-    const size = (from: number, to: number) => shape.slice(from, to).reduce((p, d) => p * d, 1);
-    const inner = size(hi + 1, shape.length);
+    const { outer, d1, mid, d2, inner } = swapAxesView(shape, axis1, axis2);
     if (xAddress < 0 || yAddress < 0 || inner % 4 !== 0 || x.length === 0) return false;
 
     // x viewed as [outer, d1, mid, d2, inner] becomes y as [outer, d2, mid, d1, inner]. For each
     // (b, j2, m), the d1 blocks of y lie back to back and those of x are xJ1 floats apart.
-    const outer = size(0, lo);
-    const d1 = shape[lo];
-    const mid = size(lo + 1, hi);
-    const d2 = shape[hi];
     const xM = d2 * inner;
     const xJ1 = mid * xM;
     let o = 0;
