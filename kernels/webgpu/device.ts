@@ -36,31 +36,8 @@ export interface DeviceOptions {
   powerPreference?: GPUPowerPreference;
 }
 
-/**
- * Turns off Mesa's on-disk shader cache unless the user has set MESA_SHADER_CACHE_DISABLE. Mesa
- * reads it when the first adapter loads its driver.
- *
- * NOTE: with the cache on, about one test-suite run in ten on Mesa's llvmpipe (Mesa 22.3.6,
- * Debian 12) aborted at exit with glibc's "corrupted size vs. prev_size in fastbins", after every
- * test had passed. A core dump showed the main thread in `exit` running the EGL libraries'
- * destructors while a Mesa thread freed its heap, and the cache's queue thread is one of Mesa's
- * threads. The abort also came at a commit from before the current kernels, so it comes from
- * Mesa's exit-time teardown. Whether this setting removes the race or only makes it rarer is not
- * known.
- */
-function disableMesaShaderCache(): void {
-  try {
-    if (Deno.env.get("MESA_SHADER_CACHE_DISABLE") === undefined) {
-      Deno.env.set("MESA_SHADER_CACHE_DISABLE", "true");
-    }
-  } catch {
-    // Without --allow-env the cache stays on; WebGPU still works.
-  }
-}
-
 /** Requests an adapter and a device, or throws `BackendUnavailableError` saying what to install. */
 export async function acquireDevice(options: DeviceOptions = {}): Promise<AcquiredDevice> {
-  disableMesaShaderCache();
   const gpu: GPU | undefined = globalThis.navigator?.gpu;
   if (!gpu) {
     throw new BackendUnavailableError(
