@@ -259,8 +259,8 @@ export class WasmExp {
 }
 
 /**
- * Returns how many leading columns row r of a softmax sees under the reference's causal mask
- * (all of them when causalQueries is 0). It is 0 or less for a fully hidden row.
+ * Returns the number of leading columns of row r that the reference's causal mask leaves visible
+ * (all of them when causalQueries is 0), or 0 or less for a fully hidden row.
  */
 function visibleColumns(r: number, cols: number, causalQueries: number): number {
   if (causalQueries === 0) return cols;

@@ -104,8 +104,8 @@ export class WasmHeap {
   }
 
   /**
-   * Allocates a scratch block of `floats` floats for a kernel, or throws naming `op` when the
-   * memory is full; `fix` says what the caller can do instead.
+   * Allocates a scratch block of `floats` floats for a kernel. When the memory is full it throws
+   * an error that names `op` and ends with `fix`, the caller's alternative.
    */
   scratch(floats: number, op: string, fix: string): Float32Array {
     const block = this.allocate(floats);
